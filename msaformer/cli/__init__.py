@@ -1,0 +1,1 @@
+"""The ``msaformer`` command line: thin typer wrappers over library functions."""
