@@ -18,3 +18,7 @@ class ShardError(MsaformerError):
 
 class ConfigError(MsaformerError):
     """A configuration file or override that is invalid."""
+
+
+class CheckpointError(MsaformerError):
+    """A model checkpoint file that is missing, of another format, or does not match its configuration."""

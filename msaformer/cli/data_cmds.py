@@ -1,9 +1,181 @@
-"""CLI commands of one group (see msaformer/cli/main.py)."""
+"""``msaformer preprocess / inspect / export``: thin wrappers over :mod:`msaformer.data.preprocess` and
+:mod:`msaformer.data.shards`."""
 
 from __future__ import annotations
 
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from msaformer.cli._common import console, user_errors
+
+
+class OnError(str, enum.Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class Compression(str, enum.Enum):
+    gzip = "gzip"
+    none = "none"
+
+
+def preprocess(
+    inputs: List[str] = typer.Argument(..., help="Alignment files, directories (searched recursively) or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for the shards and index.csv."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Parser processes (0 = one per CPU core, at most 8)."),
+    shard_size: int = typer.Option(4096, "--shard-size", help="Records per shard file."),
+    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help="Keep the query and the first K-1 rows."),
+    min_seqs: int = typer.Option(1, "--min-seqs", help="Drop alignments with fewer rows (after --dedup/--max-seqs)."),
+    dedup: bool = typer.Option(False, "--dedup", help="Remove exact duplicate aligned rows (first kept)."),
+    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at the first bad input; "
+                                     "skip: go on and list rejected inputs in a CSV report."),  # fmt: skip
+    report: Optional[Path] = typer.Option(None, "--report", help="Rejected-inputs CSV (default OUT/rejected.csv)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip inputs already in OUT with the same path and SHA-256."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards already in OUT."),
+    compression: Compression = typer.Option(Compression.gzip, "--compression",
+                                           help="gzip: HDF5 deflate, compressed by the workers; none: raw chunks."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Parse alignments (A3M, A2M, aligned FASTA, Stockholm; .gz, .tar) into HDF5 shards."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from msaformer.data.preprocess import preprocess as run_preprocess
+
+    bar = Progress(
+        TextColumn("[bold]preprocess"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files  {task.fields[records]} records  {task.fields[rate]:.1f} MB/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    task = bar.add_task("preprocess", total=None, records=0, rate=0.0)
+
+    def started(state) -> None:
+        bar.update(task, total=state.files_total)
+        bar.start()
+
+    def advance(state) -> None:
+        bar.update(task, completed=state.files_done, records=state.records, rate=state.mb_per_s)
+
+    with user_errors():
+        try:
+            result = run_preprocess(
+                inputs,
+                out,
+                workers=workers,
+                shard_size=shard_size,
+                max_seqs=max_seqs,
+                min_seqs=min_seqs,
+                dedup=dedup,
+                on_error=on_error.value,
+                report=report,
+                resume=resume,
+                overwrite=overwrite,
+                compression=compression.value,
+                progress=advance,
+                on_start=started,
+            )
+        finally:
+            bar.stop()
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"preprocess -> {result.out_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("inputs", f"{result.inputs:,}"),
+        ("parsed", f"{result.parsed:,}"),
+        ("skipped (--resume)", f"{result.skipped:,}"),
+        ("rejected", f"{len(result.rejected):,}"),
+        ("records written", f"{result.records:,}"),
+        ("records filtered (--min-seqs)", f"{result.filtered:,}"),
+        ("rows", f"{result.rows:,}"),
+        ("MB read", f"{result.bytes_in / 1e6:,.2f}"),
+        ("MB written", f"{result.bytes_out / 1e6:,.2f} in {result.shards} shard(s)"),
+        ("seconds", f"{result.seconds:,.2f}"),
+        ("MB/s", f"{result.mb_per_s:,.1f}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    if result.report is not None:
+        console.print(f"[yellow]{len(result.rejected)} input(s) rejected[/]; reasons in {result.report}")
+
+
+def inspect(
+    directory: Path = typer.Argument(..., help="A shard directory written by msaformer preprocess."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    records: bool = typer.Option(False, "--records", help="List every record (TSV: name, source, n_seq, n_res, shard)."),
+) -> None:
+    """Summarize a shard directory: records, rows, length and depth distributions, shards, bytes."""
+    from msaformer.data.shards import ShardReader, summarize
+
+    with user_errors():
+        if records:
+            index = ShardReader(directory).index
+            index[["name", "source", "n_seq", "n_res", "shard", "record", "hash"]].to_csv(sys.stdout, sep="\t", index=False)
+            return
+        summary = summarize(directory)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()  # the summary is the command's data: stdout
+    head = Table(title=str(directory), title_justify="left", show_header=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    for key in ("records", "rows", "cells", "inputs", "shards"):
+        head.add_row(key, f"{summary[key]:,}")
+    head.add_row("bytes on disk", f"{summary['bytes']:,} ({summary['bytes'] / 1e6:.2f} MB)")
+    head.add_row("bytes per cell", f"{summary['bytes'] / max(summary['cells'], 1):.3f}")
+    out.print(head)
+    dist = Table(show_header=True)
+    dist.add_column("")
+    for key in ("min", "p5", "median", "p95", "max", "mean"):
+        dist.add_column(key, justify="right")
+    for label, key in (("length (columns)", "length"), ("depth (rows)", "depth")):
+        values = summary[key]
+        dist.add_row(label, *(f"{values[k]:,.0f}" if k in ("min", "max") else f"{values[k]:,.1f}" for k in
+                              ("min", "p5", "median", "p95", "max", "mean")))  # fmt: skip
+    out.print(dist)
+
+
+def export(
+    directory: Path = typer.Argument(..., help="A shard directory written by msaformer preprocess."),
+    out: str = typer.Option(..., "--out", "-o", help="Output A3M file ('-' for stdout)."),
+    record: Optional[str] = typer.Option(None, "--record", "-r", help="Only records with this name or source."),
+) -> None:
+    """Write records back as A3M (aligned rows with their stored headers; NUL between records)."""
+    from msaformer.data.shards import export_a3m
+
+    with user_errors():
+        target = sys.stdout.buffer if out == "-" else out
+        try:
+            n = export_a3m(directory, target, record=record)
+        except OSError as exc:
+            from msaformer.errors import ShardError
+
+            raise ShardError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if out != "-":
+        console.print(f"wrote {n} record(s) to {out}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
+    app.command("preprocess", no_args_is_help=True)(preprocess)
+    app.command("inspect", no_args_is_help=True)(inspect)
+    app.command("export", no_args_is_help=True)(export)

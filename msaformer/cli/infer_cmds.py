@@ -1,9 +1,156 @@
-"""CLI commands of one group (see msaformer/cli/main.py)."""
+"""Batch inference commands: ``embed``, ``contacts``, ``score-variants`` (thin wrappers over msaformer.infer)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from msaformer.cli._common import console, user_errors
+from msaformer.errors import MsaformerError
+
+_INPUTS_HELP = "Alignment files (.a3m/.a2m/.fasta/.sto, optionally .gz or .tar.gz), directories of them, or shard directories."
+
+
+_MAX_SEQS_HELP = "Rows kept per MSA, query included (default: 256, or the model's max_rows if smaller); 0 = all."
+
+
+def _split_csv(text: str, option: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not items:
+        raise MsaformerError(f"{option} is empty")
+    return items
+
+
+def _parse_layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _split_csv(text, "--repr-layers"))
+    except ValueError:
+        raise MsaformerError(f"--repr-layers {text!r}: expected comma-separated integers, e.g. -1 or 6,12") from None
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """Turns SIGTERM (a batch scheduler's kill) into SystemExit, so temporary outputs are removed."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. some test runners): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report(summary, what: str) -> None:
+    rate = summary.msas_per_second
+    console.print(
+        f"[green]wrote[/] {summary.out} ({summary.ok} MSAs {what}, {summary.failed} skipped, {rate:.2f} MSAs/s); "
+        f"index {summary.index}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    for key, path in summary.side_dirs.items():
+        console.print(f"[green]wrote[/] {key}: {path}/", highlight=False)
+    for source, reason in summary.errors[:5]:
+        console.print(f"[yellow]skipped[/] {source}: {reason}", highlight=False, soft_wrap=True)
+    if len(summary.errors) > 5:
+        console.print(f"[yellow]... and {len(summary.errors) - 5} more (see the index)[/]", highlight=False)
+
+
+def embed_cmd(
+    inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file (save_model / export-weights / convert-esm)."),
+    out: Path = typer.Option(..., "--out", "-o", help="HDF5 file to write (atomically)."),
+    index: Path = typer.Option(None, "--index", help="Index CSV (default: OUT with suffix .csv)."),
+    include: str = typer.Option("per_tok,mean,contacts,logits", help="Comma-separated: per_tok, mean, contacts, logits, contacts_csv."),
+    repr_layers: str = typer.Option("-1", "--repr-layers", help="Comma-separated layers; 0 = embeddings, negative counts from the end."),
+    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
+    subsample_mode: str = typer.Option("first", "--subsample", help="Row subsampling: first, random or greedy_diverse."),
+    seed: int = typer.Option(0, help="Seed of --subsample random."),
+    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Padded tokens per forward (rows x (cols+1) summed); also the chunking budget for larger MSAs."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
+    on_error: str = typer.Option("fail", "--on-error", help="fail: stop at the first unusable MSA, writing nothing; skip: record it in the index and go on."),
+    plot: bool = typer.Option(False, "--plot", help="Also write a contact-map PNG per MSA into OUT_plots/."),
+    top_contacts: int = typer.Option(0, "--top-contacts", help="With contacts_csv: pairs kept per range class (0 = all)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Embeddings, contacts and logits of the query of every MSA: one HDF5 group per MSA plus an index CSV."""
+    from msaformer.infer.msa import EmbedOptions, embed
+
+    with user_errors(), _terminate_cleanly():
+        opts = EmbedOptions(
+            include=_split_csv(include, "--include"), repr_layers=_parse_layers(repr_layers),
+            max_seqs=max_seqs, subsample=subsample_mode, seed=seed, toks_per_batch=toks_per_batch,
+            device=device, dtype=dtype, on_error=on_error, plot=plot, top_contacts=top_contacts or None,
+            progress=not quiet,
+        )  # fmt: skip
+        summary = embed(inputs, checkpoint, out, opts, index=index)
+        _report(summary, "embedded")
+
+
+def contacts_cmd(
+    inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file."),
+    out: Path = typer.Option(..., "--out", "-o", help="HDF5 file of contact maps; ranked CSVs go to OUT_contacts/."),
+    index: Path = typer.Option(None, "--index", help="Index CSV (default: OUT with suffix .csv)."),
+    top: int = typer.Option(0, "--top", help="Pairs kept per range class in each ranked CSV (0 = all with separation >= 6)."),
+    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
+    subsample_mode: str = typer.Option("first", "--subsample", help="first, random or greedy_diverse."),
+    seed: int = typer.Option(0, help="Seed of --subsample random."),
+    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Padded tokens per forward; chunking budget."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, bf16 or fp32."),
+    on_error: str = typer.Option("fail", "--on-error", help="fail or skip."),
+    plot: bool = typer.Option(False, "--plot", help="Also write a contact-map PNG per MSA into OUT_plots/."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Contact maps of every MSA's query, plus a ranked CSV per MSA (long range first, then medium, short)."""
+    from msaformer.infer.msa import EmbedOptions, embed
+
+    with user_errors(), _terminate_cleanly():
+        opts = EmbedOptions(
+            include=("contacts", "contacts_csv"), repr_layers=(), max_seqs=max_seqs,
+            subsample=subsample_mode, seed=seed, toks_per_batch=toks_per_batch, device=device, dtype=dtype,
+            on_error=on_error, plot=plot, top_contacts=top or None, progress=not quiet,
+        )  # fmt: skip
+        summary = embed(inputs, checkpoint, out, opts, index=index)
+        _report(summary, "predicted")
+
+
+def score_variants_cmd(
+    msa: Path = typer.Option(..., "--msa", help="The alignment of the protein (query = first row)."),
+    mutations: Path = typer.Option(..., "--mutations", help="CSV with a 'mutation' (or 'mutant') column, or one mutation per line: A23V, A23V:G40W."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: the input columns plus 'score'."),
+    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
+    subsample_mode: str = typer.Option("first", "--subsample", help="first, random or greedy_diverse."),
+    seed: int = typer.Option(0, help="Seed of --subsample random."),
+    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Tokens per forward (masked copies are batched)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, bf16 or fp32."),
+) -> None:
+    """Zero-shot masked-marginal variant scores: log p(mutant) - log p(wild type), the position masked."""
+    from msaformer.infer.variants import score_variants
+
+    with user_errors():
+        rows = score_variants(
+            msa, mutations, checkpoint, out, max_seqs=max_seqs, subsample_mode=subsample_mode, seed=seed,
+            toks_per_batch=toks_per_batch, device=device, dtype=dtype,
+        )  # fmt: skip
+        console.print(f"[green]wrote[/] {out} ({len(rows)} mutations scored)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this module's commands to the root app."""
+    """Adds ``embed``, ``contacts`` and ``score-variants`` to the root app."""
+    app.command("embed", no_args_is_help=True)(embed_cmd)
+    app.command("contacts", no_args_is_help=True)(contacts_cmd)
+    app.command("score-variants", no_args_is_help=True)(score_variants_cmd)

@@ -1,0 +1,238 @@
+"""Alignment parsers: A3M / A2M / aligned FASTA / Stockholm bytes (and .gz / .tar archives) in, :class:`Msa` out.
+
+``parse_alignment`` is pure (bytes in, frozen dataclasses out); ``read_alignments`` is the one place that reads
+files and archives. Every problem with user data raises :class:`~msaformer.errors.AlignmentError` with a one-line
+message naming the file, the line or record, and what was found.
+
+Semantics (see README "Alignment formats"):
+
+* A3M / A2M / aligned FASTA: the first real record is the query; uppercase and ``-`` are aligned columns,
+  lowercase letters are insertions (counted in ``deletions`` on the next column, dropped after the last one),
+  ``.`` and ``*`` are dropped, whitespace is ignored. ``#`` lines are metadata; hh-suite pseudo-sequences
+  (``>ss_*``, ``>sa_*``, ``>aa_*``) are skipped. A query without any uppercase letter makes every character a
+  column (uppercased).
+* Stockholm: columns are those where the query has a residue; ``-`` and ``.`` are gaps; residues of other rows
+  in the query's gap columns are deletions; rows are uppercased; ``//`` ends an alignment.
+* NUL bytes separate independent alignments (MMseqs2 / ColabFold): each block is its own ``Msa``, with
+  ``#k`` (0-based) appended to ``source`` when a file holds more than one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from msaformer.data._a3m import A3mBlock
+from msaformer.data._stockholm import parse_stockholm, split_stockholm
+from msaformer.data.msa import Msa
+from msaformer.errors import AlignmentError
+
+__all__ = [
+    "ALIGNMENT_SUFFIXES",
+    "ARCHIVE_SUFFIXES",
+    "FORMATS",
+    "dedup_rows",
+    "detect_format",
+    "is_alignment_path",
+    "parse_alignment",
+    "read_alignments",
+]
+
+FORMATS = ("a3m", "fasta", "stockholm")
+_SUFFIX_FORMAT = {
+    ".a3m": "a3m",
+    ".a2m": "a3m",
+    ".fasta": "fasta",
+    ".fa": "fasta",
+    ".fas": "fasta",
+    ".afa": "fasta",
+    ".afasta": "fasta",
+    ".sto": "stockholm",
+    ".stk": "stockholm",
+    ".stockholm": "stockholm",
+}
+# Extensions whose format is decided by content (they occur in the wild for FASTA-like alignments).
+_CONTENT_SUFFIXES = (".ali", ".pro")
+ALIGNMENT_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_FORMAT) + _CONTENT_SUFFIXES
+ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz", ".gz")
+_FORMAT_ALIASES = {"a3m": "a3m", "a2m": "a3m", "fasta": "fasta", "afa": "fasta", "sto": "stockholm",
+                   "stockholm": "stockholm"}
+_BOM = b"\xef\xbb\xbf"
+
+
+def _strip_gz(name: str) -> str:
+    lower = name.lower()
+    return lower[:-3] if lower.endswith(".gz") else lower
+
+
+def is_alignment_path(name: str | os.PathLike) -> bool:
+    """Return True if a file name (optionally ``.gz``) has an alignment extension, or is a tar archive."""
+    lower = str(name).lower()
+    return _is_tar_name(lower) or _strip_gz(lower).endswith(ALIGNMENT_SUFFIXES)
+
+
+def _is_tar_name(lower: str) -> bool:
+    return lower.endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def _content_start(data: bytes) -> bytes:
+    """Return the first few meaningful bytes (after a BOM, NULs and whitespace)."""
+    head = data[:4096]
+    if head.startswith(_BOM):
+        head = head[3:]
+    return head.lstrip(b"\x00 \t\r\n\v\f")[:16]
+
+
+def detect_format(name: str | os.PathLike | None, data: bytes) -> str:
+    """Return ``"a3m"``, ``"fasta"`` or ``"stockholm"`` for a file name and its (decompressed) content.
+
+    A ``# STOCKHOLM`` first line always means Stockholm; otherwise the extension decides (``.gz`` ignored);
+    otherwise a leading ``>`` or ``#`` means A3M/FASTA.
+    """
+    start = _content_start(data)
+    if start.upper().startswith(b"# STOCKHOLM"):
+        return "stockholm"
+    suffix = os.path.splitext(_strip_gz(str(name or "")))[1]
+    if suffix in _SUFFIX_FORMAT:
+        return _SUFFIX_FORMAT[suffix]
+    if start[:1] in (b">", b"#"):
+        return "fasta" if suffix in (".fasta", ".fa") else "a3m"
+    where = str(name) if name else "input"
+    if not start:
+        raise AlignmentError(f"{where}: empty file (no sequences)")
+    raise AlignmentError(
+        f"{where}: unknown alignment format: content starts with {start[:12]!r}; expected '>' (A3M/FASTA), "
+        "'#' (A3M comment) or '# STOCKHOLM'"
+    )
+
+
+def dedup_rows(msa: Msa) -> Msa:
+    """Return ``msa`` without exact duplicate aligned rows (first occurrence kept, so the query always is)."""
+    if msa.depth <= 1:
+        return msa
+    rows = np.ascontiguousarray(msa.tokens).view(np.dtype((np.void, msa.length))).ravel()
+    _, first = np.unique(rows, return_index=True)
+    if first.size == msa.depth:
+        return msa
+    keep = np.sort(first)
+    return Msa(
+        names=[msa.names[i] for i in keep.tolist()],
+        tokens=msa.tokens[keep],
+        deletions=msa.deletions[keep],
+        source=msa.source,
+        metadata=msa.metadata,
+    )
+
+
+def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", dedup: bool = False) -> list[Msa]:
+    """Return one :class:`Msa` per alignment in ``data`` (NUL-separated blocks, Stockholm ``//`` sections).
+
+    Args:
+        data: the file content (already decompressed).
+        fmt: ``"a3m"`` (also A2M), ``"fasta"``, ``"stockholm"``, or None to detect from the content.
+        source: the file name, used in ``Msa.source`` and error messages.
+        dedup: remove exact duplicate aligned rows (keeping the first occurrence; the query is always kept).
+    """
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise TypeError(f"parse_alignment expects bytes, got {type(data).__name__}")
+    where = source or "input"
+    if fmt is None:
+        fmt = detect_format(source, data)
+    elif fmt.lower() not in _FORMAT_ALIASES:
+        raise AlignmentError(f"{where}: unknown alignment format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    else:
+        fmt = _FORMAT_ALIASES[fmt.lower()]
+    if data.startswith(_BOM):
+        data = data[3:]
+    if b"\n" not in data and b"\r" in data:  # classic Mac line ends
+        data = data.replace(b"\r", b"\n")
+
+    # (text, first line number) of every alignment; NUL bytes separate blocks.
+    blocks: list[tuple[bytes, int]] = []
+    pieces = data.split(b"\x00") if b"\x00" in data else [data]
+    line = 1
+    for i, piece in enumerate(pieces):
+        if piece and not piece.isspace():
+            if fmt == "stockholm":
+                blocks.extend((text, line + offset - 1) for text, offset in split_stockholm(piece))
+            else:
+                blocks.append((piece, line))
+        if i + 1 < len(pieces):
+            line += piece.count(b"\n")
+    if not blocks:
+        raise AlignmentError(f"{where}: empty file (no sequences)")
+
+    results = []
+    for k, (text, first_line) in enumerate(blocks):
+        label = f"{source}#{k}" if len(blocks) > 1 else source
+        block_where = label or where
+        if fmt == "stockholm":
+            names, tokens, deletions, metadata = parse_stockholm(text, block_where, first_line)
+        else:
+            names, tokens, deletions, metadata = A3mBlock(text, block_where, first_line).parse()
+        msa = Msa(names=names, tokens=tokens, deletions=deletions, source=label, metadata=metadata)
+        results.append(dedup_rows(msa) if dedup else msa)
+    return results
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _decompress(raw: bytes, where: str) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise AlignmentError(f"{where}: cannot decompress gzip data ({_one_line(exc)}); the file is damaged or truncated") from None
+
+
+def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa]:
+    """Return the alignments of a file: plain, ``.gz``, or a ``.tar`` / ``.tar.gz`` archive of alignment files.
+
+    Archive members without an alignment extension (e.g. ColabFold's ``pdb70.m8``) are ignored; the member name
+    is appended to ``source`` as ``path::member``.
+    """
+    path = Path(path)
+    where = str(path)
+    if _is_tar_name(path.name.lower()):
+        return _read_tar(path, dedup)
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise AlignmentError(f"{where}: is a directory, not an alignment file") from None
+    except OSError as exc:
+        raise AlignmentError(f"{where}: cannot read file ({exc.strerror or _one_line(exc)})") from None
+    if raw[:2] == b"\x1f\x8b":
+        raw = _decompress(raw, where)
+    return parse_alignment(raw, detect_format(path.name, raw), source=where, dedup=dedup)
+
+
+def _read_tar(path: Path, dedup: bool) -> list[Msa]:
+    where = str(path)
+    results: list[Msa] = []
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if not member.isfile() or not _strip_gz(member.name).endswith(ALIGNMENT_SUFFIXES):
+                    continue
+                handle = archive.extractfile(member)
+                raw = handle.read() if handle is not None else b""
+                label = f"{where}::{member.name}"
+                if raw[:2] == b"\x1f\x8b":
+                    raw = _decompress(raw, label)
+                results.extend(parse_alignment(raw, detect_format(member.name, raw), source=label, dedup=dedup))
+    except FileNotFoundError:
+        raise AlignmentError(f"{where}: no such file") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise AlignmentError(f"{where}: cannot read tar archive ({_one_line(exc)}); the file is damaged or truncated") from None
+    if not results:
+        raise AlignmentError(f"{where}: the archive holds no alignment files (expected {', '.join(ALIGNMENT_SUFFIXES)})")
+    return results
+

@@ -1,0 +1,80 @@
+"""Ranked contact lists and contact-map pictures of one predicted ``[L, L]`` contact map.
+
+Ranking follows the CASP / ESM evaluation classes of sequence separation ``s = j - i``: long range
+(``s >= 24``) first, then medium (``12 <= s < 24``), then short (``6 <= s < 12``); within each class pairs are
+sorted by decreasing probability (ties by ``i``, then ``j``). Pairs closer than 6 are not listed: they are in
+contact by chain geometry. Positions ``i < j`` are 1-based columns of the query row as aligned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: (name, smallest separation, largest separation or None) in output order.
+RANGES = (("long", 24, None), ("medium", 12, 23), ("short", 6, 11))
+MIN_SEPARATION = 6
+
+CONTACT_COLUMNS = ("i", "j", "probability", "separation", "range")
+
+
+def rank_contacts(contacts: np.ndarray, top: int | None = None) -> list[tuple[int, int, float, int, str]]:
+    """Returns ``(i, j, probability, separation, range)`` rows, long range first, each class by probability.
+
+    Args:
+        contacts: ``[L, L]`` contact probabilities (the upper triangle is read).
+        top: keep at most this many pairs per range class (``None`` or ``0``: all).
+    """
+    length = contacts.shape[0]
+    ii, jj = np.triu_indices(length, k=MIN_SEPARATION)
+    sep = jj - ii
+    prob = np.asarray(contacts, dtype=np.float64)[ii, jj]
+    rows: list[tuple[int, int, float, int, str]] = []
+    for name, lo, hi in RANGES:
+        keep = sep >= lo if hi is None else (sep >= lo) & (sep <= hi)
+        ci, cj, cp, cs = ii[keep], jj[keep], prob[keep], sep[keep]
+        order = np.lexsort((cj, ci, -cp))  # last key is primary: probability descending
+        if top:
+            order = order[:top]
+        rows.extend((int(ci[k]) + 1, int(cj[k]) + 1, float(cp[k]), int(cs[k]), name) for k in order)
+    return rows
+
+
+def write_ranked_contacts(path: str | Path, contacts: np.ndarray, top: int | None = None) -> int:
+    """Writes the ranked contact CSV (:data:`CONTACT_COLUMNS`) of one map; returns the number of rows."""
+    rows = rank_contacts(contacts, top)
+    with open(path, "w") as fh:
+        fh.write(",".join(CONTACT_COLUMNS) + "\n")
+        for i, j, p, s, r in rows:
+            fh.write(f"{i},{j},{p:.6g},{s},{r}\n")
+    return len(rows)
+
+
+def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> None:
+    """Saves a PNG of a contact map: probabilities below the diagonal, top-L long/medium pairs above it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    length = contacts.shape[0]
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    try:
+        lower = np.where(np.tril(np.ones_like(contacts, dtype=bool)), contacts, np.nan)
+        image = ax.imshow(lower, cmap="Blues", vmin=0.0, vmax=1.0, origin="upper", interpolation="nearest")
+        top = [r for r in rank_contacts(contacts) if r[4] != "short"][:length]
+        if top:
+            ax.scatter([r[1] - 1 for r in top], [r[0] - 1 for r in top], s=4, c="tab:red", marker="s",
+                       linewidths=0, label=f"top-L (s>=12): {len(top)}")  # fmt: skip
+            ax.legend(loc="lower left", fontsize=7, frameon=False)
+        ax.set_xlim(-0.5, length - 0.5)
+        ax.set_ylim(length - 0.5, -0.5)
+        ax.set_xlabel("residue j (query column)")
+        ax.set_ylabel("residue i (query column)")
+        ax.set_title(title or "predicted contacts", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)

@@ -1,0 +1,431 @@
+"""Batch inference of an MSA language model on new alignments: embeddings, contacts, logits.
+
+:func:`embed` is the whole ``msaformer embed`` / ``msaformer contacts`` pipeline: stream inputs
+(:mod:`~msaformer.infer.inputs`), subsample rows (:mod:`~msaformer.infer.subsample`), batch by token budget
+(:mod:`~msaformer.infer.batching`), run the model, and write one HDF5 group per MSA plus an index CSV
+(:mod:`~msaformer.infer.writer`). :class:`MsaInference` is the reusable part: a model on a device with its
+precision, able to validate, batch and run alignments; :mod:`~msaformer.infer.variants` builds on it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msaformer.data.alphabet import GAP_IDX, PAD_IDX, encode_msa
+from msaformer.data.msa import Msa
+from msaformer.errors import MsaformerError
+from msaformer.infer.batching import stream_batches
+from msaformer.infer.inputs import InputItem, UniqueNames, iter_inputs
+from msaformer.infer.subsample import SUBSAMPLE_MODES, subsample
+
+#: What ``--include`` may ask for. ``contacts_csv`` writes a ranked contact list per MSA (implies contacts).
+INCLUDE_CHOICES = ("per_tok", "mean", "contacts", "logits", "contacts_csv")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bf16", "fp32")
+ON_ERROR = ("fail", "skip")
+#: Rows kept per MSA unless asked otherwise: the depth fair-esm's ESM-MSA-1b examples use.
+DEFAULT_MAX_SEQS = 256
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Options of one ``embed`` run (the CLI flags, one to one)."""
+
+    include: tuple[str, ...] = ("per_tok", "mean", "contacts", "logits")
+    repr_layers: tuple[int, ...] = (-1,)  # negative = from the end; -1 = final layer (after the last norm)
+    max_seqs: int | None = None  # rows kept per MSA, query included; None = min(256, model's max_rows); 0 = all
+    subsample: str = "first"  # first | random | greedy_diverse
+    seed: int = 0  # for subsample=random
+    toks_per_batch: int = 2**16  # padded tokens per forward; also the model's chunking budget
+    device: str = "auto"
+    dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    on_error: str = "fail"
+    plot: bool = False
+    top_contacts: int | None = None  # per range class in the ranked CSV; None = all pairs with s >= 6
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [x for x in self.include if x not in INCLUDE_CHOICES]
+        if bad or not self.include:
+            raise MsaformerError(
+                f"--include {','.join(bad) or '(empty)'}: choose from {', '.join(INCLUDE_CHOICES)}"
+            )
+        for name, value, choices in (
+            ("--subsample", self.subsample, SUBSAMPLE_MODES),
+            ("--device", self.device, DEVICES),
+            ("--dtype", self.dtype, DTYPES),
+            ("--on-error", self.on_error, ON_ERROR),
+        ):
+            if value not in choices:
+                raise MsaformerError(f"{name} {value!r}: choose one of {', '.join(choices)}")
+        if self.max_seqs is not None and self.max_seqs < 0:
+            raise MsaformerError(f"--max-seqs must be at least 1 (the query), or 0 for all rows; got {self.max_seqs}")
+        if self.toks_per_batch < 1:
+            raise MsaformerError(f"--toks-per-batch must be positive, got {self.toks_per_batch}")
+        if not self.repr_layers and ({"per_tok", "mean"} & set(self.include)):
+            raise MsaformerError("--repr-layers is empty but --include asks for per_tok/mean")
+
+    @property
+    def wants_contacts(self) -> bool:
+        return "contacts" in self.include or "contacts_csv" in self.include or self.plot
+
+
+@dataclass
+class EmbedSummary:
+    """What an ``embed`` run did: counts, time, and the files it wrote."""
+
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    out: Path | None = None
+    index: Path | None = None
+    side_dirs: dict[str, Path] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+
+    @property
+    def msas_per_second(self) -> float:
+        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """Returns the torch device of ``auto | cpu | cuda`` (auto = CUDA when available)."""
+    if device not in DEVICES:
+        raise MsaformerError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MsaformerError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
+    return torch.device(device)
+
+
+def resolve_repr_layers(layers: Sequence[int], num_layers: int) -> list[int]:
+    """Returns absolute layer indices (0 = embeddings, ``num_layers`` = final), negatives counted from the end."""
+    out: list[int] = []
+    for layer in layers:
+        absolute = layer + num_layers + 1 if layer < 0 else layer
+        if not 0 <= absolute <= num_layers:
+            raise MsaformerError(
+                f"--repr-layers {layer}: the model has layers 0..{num_layers} (or -{num_layers + 1}..-1)"
+            )
+        if absolute not in out:
+            out.append(absolute)
+    return out
+
+
+class MsaInference:
+    """A model ready for inference: eval mode, on a device, with its precision and token budget.
+
+    Args:
+        model: an :class:`~msaformer.model.MSALanguageModel`.
+        device: ``auto | cpu | cuda``.
+        dtype: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
+        toks_per_batch: padded tokens per forward; the model's no-grad chunking budget is set to it too,
+            so one MSA larger than the budget runs chunked instead of running out of memory.
+    """
+
+    def __init__(self, model, device: str = "auto", dtype: str = "auto", toks_per_batch: int = 2**16):
+        if dtype not in DTYPES:
+            raise MsaformerError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        self.device = resolve_device(device)
+        self.autocast_dtype = None
+        if dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda"):
+            self.autocast_dtype = torch.bfloat16
+        self.toks_per_batch = int(toks_per_batch)
+        model.config = model.config.replace(inference_chunk_tokens=self.toks_per_batch)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> MsaInference:
+        """Returns an inference wrapper of the model saved at ``path`` (``save_model`` format)."""
+        from msaformer.model import load_model
+
+        path = Path(path)
+        if not path.is_file():
+            raise MsaformerError(f"checkpoint not found: {path} (export one with `msaformer export-weights`)")
+        return cls(load_model(path, map_location="cpu"), **kwargs)
+
+    @property
+    def max_length(self) -> int:
+        """Returns the longest alignment (columns, ``<cls>`` excluded) the model accepts."""
+        return self.config.max_positions - 1
+
+    @property
+    def same_depth_batches(self) -> bool:
+        """Whether only equal-depth MSAs may share a batch (fair-esm row scaling counts padded rows)."""
+        return self.config.row_scaling == "fair_esm"
+
+    def rows_limit(self, max_seqs: int | None) -> int | None:
+        """Returns the rows to keep per MSA for a ``--max-seqs`` value: None -> the default
+        (:data:`DEFAULT_MAX_SEQS`, or the model's ``max_rows`` when smaller), 0 -> no limit (``None``)."""
+        if max_seqs is None:
+            return min(DEFAULT_MAX_SEQS, self.config.max_rows or DEFAULT_MAX_SEQS)
+        return max_seqs or None
+
+    def check(self, msa: Msa) -> str | None:
+        """Returns why the model cannot take ``msa`` (too long / too deep), or None when it can."""
+        if msa.length > self.max_length:
+            return f"{msa.length} columns, longer than the model's {self.max_length} positions (crop the alignment)"
+        if self.config.max_rows and msa.depth > self.config.max_rows:
+            return (
+                f"{msa.depth} rows after subsampling, deeper than the model's {self.config.max_rows} "
+                "row embeddings (lower --max-seqs)"
+            )
+        return None
+
+    def autocast(self):
+        """Returns the autocast context of the chosen precision (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def encode(self, msas: Sequence[Msa]) -> torch.Tensor:
+        """Returns padded token ids ``[B, max N, max L + 1]`` of alignments (``<cls>`` column first)."""
+        depth = max(m.depth for m in msas)
+        width = max(m.length for m in msas) + 1
+        tokens = np.full((len(msas), depth, width), PAD_IDX, dtype=np.int64)
+        for b, msa in enumerate(msas):
+            tokens[b, : msa.depth, : msa.length + 1] = encode_msa(msa.tokens)
+        return torch.from_numpy(tokens)
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor, repr_layers: Sequence[int] = (), contacts: bool = False) -> dict:
+        """Returns the model's output dict for ``tokens`` (moved to the device), under the chosen precision."""
+        with self.autocast():
+            return self.model(tokens.to(self.device), repr_layers=list(repr_layers), return_contacts=contacts)
+
+
+def _query_residue_mask(msa: Msa) -> np.ndarray:
+    """Returns a bool ``[L]`` mask of the query's non-gap columns (all True if the query is all gaps)."""
+    ids = encode_msa(msa.tokens[:1])[0, 1:]
+    keep = (ids != GAP_IDX) & (msa.tokens[0] != ord("."))
+    return keep if keep.any() else np.ones_like(keep)
+
+
+def extract_results(
+    out: dict, b: int, msa: Msa, include: Sequence[str], repr_layers: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Returns the float32 arrays of batch entry ``b`` (an ``msa`` of the batch): query row, ``<cls>`` excluded.
+
+    Keys: ``per_tok`` ``[L, D]`` and ``mean`` ``[D]`` (or ``per_tok_layer{k}`` / ``mean_layer{k}`` for each
+    layer when several are asked for), ``contacts`` ``[L, L]``, ``logits`` ``[L, 33]``.
+    """
+    length = msa.length
+    arrays: dict[str, np.ndarray] = {}
+    if "per_tok" in include or "mean" in include:
+        residues = torch.from_numpy(_query_residue_mask(msa))
+        for layer in repr_layers:
+            per_tok = out["representations"][layer][b, 0, 1 : length + 1].float().cpu()
+            suffix = "" if len(repr_layers) == 1 else f"_layer{layer}"
+            if "per_tok" in include:
+                arrays["per_tok" + suffix] = per_tok.numpy()
+            if "mean" in include:
+                arrays["mean" + suffix] = per_tok[residues].mean(dim=0).numpy()
+    if "contacts" in include:
+        arrays["contacts"] = out["contacts"][b, :length, :length].float().cpu().numpy()
+    if "logits" in include:
+        arrays["logits"] = out["logits"][b, 0, 1 : length + 1].float().cpu().numpy()
+    return arrays
+
+
+@dataclass
+class _Prepared:
+    item: InputItem  # without its full alignment, which can be much deeper than the rows kept
+    depth: int  # rows in the file
+    msa: Msa  # after subsampling
+
+
+def _progress(enabled: bool):
+    """Returns a rich progress display on stderr counting MSAs and their rate (or a no-op)."""
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            elapsed = task.elapsed or 0.0
+            rate = task.completed / elapsed if elapsed > 0 else 0.0
+            return Text(f"{rate:.2f} MSAs/s")
+
+    from msaformer.cli._common import console
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} MSAs"),
+        RateColumn(), TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+        console=console, transient=False,
+    )  # fmt: skip
+
+
+def embed(
+    inputs: Sequence[str | Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    options: EmbedOptions | None = None,
+    *,
+    index: str | Path | None = None,
+    model=None,
+) -> EmbedSummary:
+    """Runs the model on every alignment of ``inputs`` and writes ``out`` (HDF5) and its index CSV.
+
+    Args:
+        inputs: alignment files, directories of them, or shard directories.
+        checkpoint: a ``save_model`` file; recorded in the output (``model`` may pass an already loaded model).
+        out: the HDF5 file to write (atomically).
+        options: see :class:`EmbedOptions`.
+        index: the index CSV (default ``out`` with suffix ``.csv``).
+
+    Returns:
+        What was written, with per-MSA failures (only under ``on_error="skip"``).
+
+    Raises:
+        MsaformerError: a bad option or input, or (``on_error="fail"``) the first unusable alignment; in
+            that case nothing is written.
+    """
+    from msaformer import __version__
+    from msaformer.infer.contacts import plot_contacts, write_ranked_contacts
+    from msaformer.infer.writer import ResultWriter
+
+    opts = options or EmbedOptions()
+    out = Path(out)
+    if model is None:
+        runner = MsaInference.from_checkpoint(checkpoint, device=opts.device, dtype=opts.dtype,
+                                              toks_per_batch=opts.toks_per_batch)  # fmt: skip
+    else:
+        runner = MsaInference(model, device=opts.device, dtype=opts.dtype, toks_per_batch=opts.toks_per_batch)
+    layers = resolve_repr_layers(opts.repr_layers, runner.config.num_layers)
+    max_rows = runner.rows_limit(opts.max_seqs)
+    if not ({"per_tok", "mean"} & set(opts.include)):
+        layers = []
+    stored = [x for x in opts.include if x != "contacts_csv"]  # datasets written to the HDF5 file
+    computed = stored + (["contacts"] if opts.wants_contacts and "contacts" not in stored else [])
+    side: dict[str, Path] = {}
+    stem = out.with_suffix("") if out.suffix else out
+    if opts.plot:
+        side["plots"] = stem.with_name(stem.name + "_plots")
+    if "contacts_csv" in opts.include:
+        side["contacts"] = stem.with_name(stem.name + "_contacts")
+
+    root_attrs = {
+        "checkpoint": str(checkpoint),
+        "model_config": asdict(runner.config),
+        "msaformer_version": __version__,
+        "options": {**{k: v for k, v in asdict(opts).items() if k != "progress"}, "max_seqs": max_rows or 0},
+        "repr_layers": layers,
+        "device": str(runner.device),
+        "precision": "bf16" if runner.autocast_dtype is not None else "fp32",
+    }
+    summary = EmbedSummary()
+    names = UniqueNames()
+    progress = _progress(opts.progress)
+    task = None
+    start = time.perf_counter()
+
+    with ResultWriter(out, index, root_attrs, side) as writer, (progress or contextlib.nullcontext()):
+        if progress is not None:
+            task = progress.add_task("embed", total=None, failed=0)
+
+        def advance() -> None:
+            if progress is not None:
+                progress.update(task, advance=1, failed=summary.failed)
+
+        def fail(item: InputItem, reason: str, depth: int = 0, rows: int = 0, length: int = 0) -> None:
+            if opts.on_error == "fail":
+                raise MsaformerError(f"{item.source}: {reason} (use --on-error skip to record it and go on)")
+            summary.failed += 1
+            summary.errors.append((item.source, reason))
+            writer.record(item.ordinal, dict(name=item.name, group="", source=item.source, depth=depth,
+                                             rows_used=rows, length=length, status=reason))  # fmt: skip
+            advance()
+
+        def prepared() -> Iterator[_Prepared]:
+            for item in iter_inputs(inputs):
+                if item.error is not None:
+                    fail(item, item.error)
+                    continue
+                msa = subsample(item.msa, max_rows, opts.subsample, opts.seed)
+                reason = runner.check(msa)
+                if reason is not None:
+                    fail(item, reason, item.msa.depth, msa.depth, msa.length)
+                    continue
+                yield _Prepared(replace(item, msa=None), item.msa.depth, msa)
+
+        for batch in stream_batches(prepared(), lambda p: (p.msa.depth, p.msa.length), opts.toks_per_batch,
+                                    same_depth=runner.same_depth_batches):  # fmt: skip
+            msas = [p.msa for p in batch]
+            result = runner.forward(runner.encode(msas), layers, contacts=opts.wants_contacts)
+            for b, p in enumerate(batch):
+                arrays = extract_results(result, b, p.msa, computed, layers)
+                contacts = arrays.get("contacts")
+                if "contacts" not in stored:
+                    arrays.pop("contacts", None)
+                group = names(p.item.name)
+                writer.write(
+                    group,
+                    dict(name=p.item.name, source=p.item.source, depth=p.depth, rows_used=p.msa.depth,
+                         length=p.msa.length, query=p.msa.query),
+                    arrays,
+                )  # fmt: skip
+                if "contacts" in writer.side:
+                    write_ranked_contacts(writer.side["contacts"].path(group + ".csv"), contacts, opts.top_contacts)
+                if "plots" in writer.side:
+                    plot_contacts(writer.side["plots"].path(group + ".png"), contacts,
+                                  title=f"{p.item.name}  (L={p.msa.length}, rows={p.msa.depth})")  # fmt: skip
+                writer.record(p.item.ordinal, dict(name=p.item.name, group=group, source=p.item.source,
+                                                   depth=p.depth, rows_used=p.msa.depth,
+                                                   length=p.msa.length, status="ok"))  # fmt: skip
+                summary.ok += 1
+                advance()
+            del result
+
+    summary.seconds = time.perf_counter() - start
+    summary.out, summary.index = out, writer.index
+    summary.side_dirs = side
+    return summary
+
+
+def read_embeddings(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Returns ``{group: {"attrs": {...}, dataset: np.ndarray}}`` of an ``embed`` output file (small files)."""
+    import h5py
+
+    out: dict[str, dict[str, Any]] = {}
+    with h5py.File(path, "r") as h5:
+        for name, grp in h5.items():
+            entry: dict[str, Any] = {"attrs": dict(grp.attrs)}
+            for key, ds in grp.items():
+                entry[key] = ds[()]
+            out[name] = entry
+    return out
+
+
+def root_attributes(path: str | Path) -> dict[str, Any]:
+    """Returns the root attributes of an ``embed`` output, JSON fields decoded."""
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        attrs = dict(h5.attrs)
+    for key in ("model_config", "options", "repr_layers"):
+        if key in attrs and isinstance(attrs[key], str):
+            attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+__all__ = [
+    "EmbedOptions",
+    "EmbedSummary",
+    "MsaInference",
+    "embed",
+    "extract_results",
+    "read_embeddings",
+    "resolve_repr_layers",
+    "root_attributes",
+]

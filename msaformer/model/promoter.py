@@ -1,0 +1,225 @@
+"""DNA promoter classifier: a pre-LayerNorm Transformer encoder with a learned ``<cls>`` token.
+
+Tokens are one per nucleotide (:mod:`msaformer.data.promoter`), ``<cls>`` first, ``<pad>`` after each
+sequence's end. Padding is masked out of attention, of the optional convolutional stem and of mean pooling, so
+a sequence gets the same prediction alone or inside a padded batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msaformer.data.promoter import CLS_IDX, PAD_IDX, VOCAB_SIZE
+from msaformer.errors import ConfigError, MsaformerError
+from msaformer.model.attention import SelfAttention
+
+FORMAT = "msaformer-promoter"
+FORMAT_VERSION = 1
+POSITIONALS = ("learned", "sinusoidal", "rotary")
+POOLINGS = ("cls", "mean")
+
+
+@dataclass(frozen=True)
+class PromoterModelConfig:
+    embed_dim: int = 128  # D, channels per token
+    num_layers: int = 3
+    num_heads: int = 4
+    ffn_dim: int = 256  # hidden width of each feed-forward block
+    dropout: float = 0.1  # on residual updates and the head
+    attention_dropout: float = 0.0
+    positional: str = "learned"  # "learned" | "sinusoidal" | "rotary"
+    max_length: int = 70  # model window in nucleotides; longer inputs are scored with sliding windows
+    conv_stem: int = 0  # kernel width of a k-mer-like convolution on one-hot nucleotides (odd); 0 = none
+    pooling: str = "cls"  # "cls" (the <cls> representation) | "mean" (over real nucleotides)
+
+    def __post_init__(self):
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.positional == "rotary" and (self.embed_dim // self.num_heads) % 2:
+            raise ValueError("rotary needs an even head dimension (embed_dim / num_heads)")
+        if self.conv_stem and self.conv_stem % 2 == 0:
+            raise ValueError(f"conv_stem must be odd (centred window), got {self.conv_stem}")
+        if self.max_length < 1:
+            raise ValueError("max_length must be >= 1")
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Returns the fixed ``[num_positions, dim]`` sine/cosine position table of Vaswani et al."""
+    position = torch.arange(num_positions, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer), applied to ``q, k [B, H, T, hd]`` through ``qk_transform``."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def tables(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), self.inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)  # (T, hd)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN block: ``x + attn(LN(x))`` then ``x + ffn(LN(x))``."""
+
+    def __init__(self, cfg: PromoterModelConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.embed_dim)
+        self.attn = SelfAttention(cfg.embed_dim, cfg.num_heads, dropout=cfg.attention_dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.embed_dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.embed_dim, cfg.ffn_dim), nn.GELU(), nn.Linear(cfg.ffn_dim, cfg.embed_dim)
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, key_padding_mask, need_weights=False, qk_transform=None):
+        update, attn = self.attn(self.attn_norm(x), key_padding_mask, need_weights, qk_transform)
+        x = x + self.dropout(update)
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return x, attn
+
+
+class PromoterClassifier(nn.Module):
+    """Binary promoter classifier; ``forward`` returns one logit per sequence (sigmoid = P(promoter))."""
+
+    def __init__(self, cfg: PromoterModelConfig):
+        super().__init__()
+        self.config = cfg
+        D = cfg.embed_dim
+        self.embed_tokens = nn.Embedding(VOCAB_SIZE, D, padding_idx=PAD_IDX)
+        # The k-mer stem sees one-hot nucleotides; <cls> and <pad> are zero columns, so the convolution of a
+        # padded sequence equals the convolution of the sequence alone (zero padding on both sides).
+        self.stem = nn.Conv1d(VOCAB_SIZE, D, cfg.conv_stem, padding=cfg.conv_stem // 2) if cfg.conv_stem else None
+        if cfg.positional == "learned":
+            self.embed_positions = nn.Embedding(cfg.max_length + 1, D)
+        elif cfg.positional == "sinusoidal":
+            self.register_buffer("position_table", sinusoidal_table(cfg.max_length + 1, D), persistent=False)
+        self.rotary = Rotary(D // cfg.num_heads) if cfg.positional == "rotary" else None
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(D)
+        self.head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(D, 1))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+
+    def forward(self, tokens: torch.Tensor, need_weights: bool = False) -> dict[str, torch.Tensor]:
+        """Returns ``{"logits": [B], "representation": [B, D]}`` plus ``"attentions"`` (list over layers of
+        ``[B, H, T, T]`` probabilities) when ``need_weights``.
+
+        Args:
+            tokens: ``[B, T]`` int64 ids, ``<cls>`` at position 0, ``<pad>`` after each sequence;
+                ``T - 1 <= max_length`` (position tables are that long; rotary has no such limit).
+        """
+        B, T = tokens.shape
+        cfg = self.config
+        if cfg.positional != "rotary" and T > cfg.max_length + 1:
+            raise MsaformerError(
+                f"input of {T - 1} nucleotides exceeds the model window ({cfg.max_length}); use sliding windows"
+            )
+        pad = tokens.eq(PAD_IDX)  # (B, T)
+        x = self.embed_tokens(tokens)  # (B, T, D)
+        if self.stem is not None:
+            nucleotide = ~pad & tokens.ne(CLS_IDX)  # (B, T)
+            onehot = F.one_hot(tokens, VOCAB_SIZE).to(x.dtype) * nucleotide[..., None]  # (B, T, V)
+            local = F.gelu(self.stem(onehot.transpose(1, 2))).transpose(1, 2)  # (B, T, D)
+            x = x + local * nucleotide[..., None]
+        if cfg.positional == "learned":
+            x = x + self.embed_positions.weight[:T]
+        elif cfg.positional == "sinusoidal":
+            x = x + self.position_table[:T].to(x.dtype)
+        qk_transform = None
+        if self.rotary is not None:
+            cos, sin = self.rotary.tables(T, x.device, x.dtype)
+
+            def qk_transform(q, k):
+                return Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
+
+        attentions = []
+        for layer in self.layers:
+            x, attn = layer(x, pad, need_weights, qk_transform)  # (B, T, D), (B, H, T, T) | None
+            if need_weights:
+                attentions.append(attn)
+        x = self.final_norm(x)
+        if cfg.pooling == "cls":
+            rep = x[:, 0]  # (B, D)
+        else:
+            real = (~pad & tokens.ne(CLS_IDX)).to(x.dtype)[..., None]  # (B, T, 1)
+            rep = (x * real).sum(1) / real.sum(1).clamp_min(1.0)
+        out = {"logits": self.head(rep).squeeze(-1), "representation": rep}
+        if need_weights:
+            out["attentions"] = attentions
+        return out
+
+
+def save_promoter_model(model: PromoterClassifier, path: str | Path, metadata: dict | None = None) -> None:
+    """Writes the model (config + weights + plain metadata) to ``path`` atomically (temp name, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    blob = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": dataclasses.asdict(model.config),
+        "state_dict": state,
+        "metadata": dict(metadata or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_promoter_model(path: str | Path, map_location: str = "cpu") -> tuple[PromoterClassifier, dict]:
+    """Returns ``(model in eval mode, metadata)`` from a file written by :func:`save_promoter_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsaformerError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise MsaformerError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise MsaformerError(f"{path}: not a promoter checkpoint (format {blob.get('format')!r})"
+                             if isinstance(blob, dict) else f"{path}: not a promoter checkpoint")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise MsaformerError(f"{path}: unsupported format_version {blob.get('format_version')}")
+    try:
+        cfg = PromoterModelConfig(**blob["config"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: bad model config ({exc})") from None
+    model = PromoterClassifier(cfg)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, dict(blob.get("metadata") or {})

@@ -1,0 +1,285 @@
+"""Tests of msaformer.data.parsers: golden files, format semantics, archives and error messages."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msaformer.data import parse_alignment, read_alignments
+from msaformer.data.parsers import ALIGNMENT_SUFFIXES, detect_format, is_alignment_path
+from msaformer.errors import AlignmentError, MsaformerError
+
+DATA = Path(__file__).resolve().parent.parent / "datasets" / "msa"
+EXPECTED = list(csv.DictReader(open(DATA / "expected.tsv"), delimiter="\t"))
+OK_ROWS = [row for row in EXPECTED if row["status"] == "OK"]
+BAD_ROWS = [row for row in EXPECTED if row["status"] != "OK"]
+
+
+def parse_one(text: str | bytes, fmt: str | None = "a3m", **kwargs):
+    data = text.encode() if isinstance(text, str) else text
+    msas = parse_alignment(data, fmt, source="t.a3m", **kwargs)
+    assert len(msas) == 1
+    return msas[0]
+
+
+# ------------------------------------------------------------------------------------------- golden files
+@pytest.mark.parametrize("row", OK_ROWS, ids=[row["file"] for row in OK_ROWS])
+def test_expected_tsv_row_reproduced_exactly(row):
+    msas = read_alignments(DATA / row["file"])
+    block = int(row["block"]) if row["block"] else 0
+    msa = msas[block]
+    assert len(msas) == (1 if not row["block"] else len(msas))
+    assert msa.depth == int(row["n_seqs"])
+    assert msa.length == int(row["query_len"])
+    assert msa.content_hash() == row["sha256"]
+    assert len(set(msa.sequences)) == int(row["n_unique"])
+    assert int(msa.deletions.sum(dtype=np.int64)) == int(row["sum_deletions"])
+    assert int(msa.deletions.max(initial=0)) == int(row["max_deletion"])
+    if int(row["insert_residues"]) < 255 * msa.depth and row["file"] != "biopython/muscle.a2m":
+        assert int(msa.deletions.sum(dtype=np.int64)) == int(row["insert_residues"])
+    assert msa.tokens.dtype == np.uint8 and msa.deletions.dtype == np.uint8
+    assert msa.source == str(DATA / row["file"])
+    assert len(msa.names) == msa.depth
+    allowed = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+    assert set(np.unique(msa.tokens).tolist()) <= allowed
+
+
+def test_expected_tsv_covers_every_sample_file():
+    files = {str(p.relative_to(DATA)) for p in DATA.rglob("*") if p.is_file() and p.name not in ("SOURCES.md", "expected.tsv")}
+    assert files == {row["file"] for row in EXPECTED}
+
+
+def test_empty_file_is_rejected():
+    with pytest.raises(AlignmentError, match=r"empty\.a3m: empty file"):
+        read_alignments(DATA / "colabfold/empty.a3m")
+
+
+@pytest.mark.parametrize(
+    "name, record, header, expected, found",
+    [
+        ("biopython/fa01.fasta", 2, "AKH_HAEIN/1-382", 378, 382),
+        ("biopython/flowers.pro.gz", 2, "gi|4959044|gb|AAD34209.1|AF069992_1", 304, 600),
+    ],
+)
+def test_ragged_files_name_file_record_header_and_lengths(name, record, header, expected, found):
+    with pytest.raises(AlignmentError) as info:
+        read_alignments(DATA / name)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(DATA / name))
+    assert f"record {record} " in message and header in message
+    assert f"has {found} aligned columns, expected {expected}" in message
+
+
+def test_named_details_of_sample_files():
+    one = read_alignments(DATA / "esm/1a3a_1_A.a3m")[0]
+    assert one.names == [""] * 1024  # bare '>' headers
+    tabs = read_alignments(DATA / "boltz/seq1.a3m")[0]
+    assert tabs.names[1].startswith("UniRef100_A0A0D4WTP2\t338\t")
+    sto = read_alignments(DATA / "openfold/6KWC_1_mgnify_hits.sto")[0]
+    assert sto.names[0] == "6KWC_1" and sto.names[1] == "MGYP000510094044/36-224"
+    assert sto.metadata[0] == "STOCKHOLM 1.0"
+    crlf = read_alignments(DATA / "biopython/loveliesbleeding.pro")[0]
+    assert not crlf.names[0].endswith("\r")
+
+
+# ------------------------------------------------------------------------------------------ A3M semantics
+def test_a3m_insertions_counted_on_next_column_and_trailing_dropped():
+    msa = parse_one(">q\nACDEF\n>s\naaA-cD.E*Fgg\n")
+    assert msa.sequences == ["ACDEF", "A-DEF"]
+    assert msa.deletions.tolist() == [[0] * 5, [2, 0, 1, 0, 0]]
+
+
+def test_a3m_wrapped_crlf_whitespace_and_no_final_newline():
+    text = "#101\t1\r\n>query one \r\nAC D\r\nEF\r\n\r\n>  s2\t x\r\n\tA-\r\nD\r\nE\tF"
+    msa = parse_one(text)
+    assert msa.sequences == ["ACDEF", "A-DEF"]
+    assert msa.names == ["query one", "s2\t x"]
+    assert msa.metadata == ("101\t1",)
+
+
+def test_pseudo_sequences_skipped_even_before_query():
+    text = ">ss_pred\nCCHHHEE\n>ss_conf\n1234567\n>q\nMKV\n>sa_x\n---\n>aa_seq\nmmm\n>t\nM-V\n"
+    msa = parse_one(text)
+    assert msa.names == ["q", "t"] and msa.sequences == ["MKV", "M-V"]
+
+
+def test_comment_lines_after_records_are_skipped():
+    msa = parse_one(">q\nMKV\n# a note\n>t\nMKV\n")
+    assert msa.depth == 2 and msa.metadata == ()
+
+
+def test_nul_separated_blocks_each_become_an_msa():
+    data = b"#3\t1\n>101\nMKV\n>x\nM-V\n\x00#2\t1\n>102\nAC\n\x00"
+    msas = parse_alignment(data, None, source="f.a3m")
+    assert [m.source for m in msas] == ["f.a3m#0", "f.a3m#1"]
+    assert [m.sequences for m in msas] == [["MKV", "M-V"], ["AC"]]
+    assert msas[1].metadata == ("2\t1",)
+
+
+def test_deletions_clip_at_255():
+    msa = parse_one(">q\nAC\n>s\n" + "a" * 300 + "A" + "c" * 7 + "C\n")
+    assert msa.deletions[1].tolist() == [255, 7]
+
+
+def test_all_lowercase_fasta_reads_every_character_as_a_column():
+    msa = parse_one(">q\nacg.t*\n>s\nac-tt\n", fmt="fasta")
+    assert msa.sequences == ["ACG-T", "AC-TT"]
+    assert not msa.deletions.any()
+
+
+def test_dedup_keeps_first_occurrence_and_query():
+    text = ">q\nMKV\n>a\nM-V\n>b\nMKV\n>c\nM-V\n>d\nmMKV\n>e\nA-V\n"
+    msa = parse_one(text, dedup=True)
+    assert msa.names == ["q", "a", "e"]
+    assert parse_one(text).depth == 6
+    assert msa.deletions.shape == (3, 3)
+
+
+# ------------------------------------------------------------------------------------ Stockholm semantics
+STO = """# STOCKHOLM 1.0
+#=GF ID test
+#=GS q DE query
+
+q    AC.DE-
+s1   acgD.E
+#=GR q SS  HHH..H
+#=GC RF    xx.xxx
+
+q    FG
+s1   f.
+//
+"""
+
+
+def test_stockholm_interleaved_query_columns_and_gaps():
+    # raw rows: q = "AC.DE-FG", s1 = "acgD.Ef."; query columns are 0, 1, 3, 4, 6, 7 (2 and 5 are query gaps)
+    msa = parse_one(STO, fmt=None)
+    assert msa.sequences == ["ACDEFG", "ACD-F-"]  # uppercased, '.' in a kept column is a gap
+    # s1's 'g' (column 2) is a deletion before D, its 'E' (column 5) one before F
+    assert msa.deletions.tolist() == [[0] * 6, [0, 0, 1, 0, 1, 0]]
+    assert msa.names == ["q", "s1"]
+    assert msa.metadata[:2] == ("STOCKHOLM 1.0", "=GF ID test")
+
+
+def test_stockholm_multiple_alignments_and_ragged_rows():
+    one = "# STOCKHOLM 1.0\nq MKV\nt M-V\n//\n"
+    msas = parse_alignment((one + one.replace("MKV", "ACDE").replace("M-V", "A-DE")).encode(), None, source="f.sto")
+    assert [m.sequences for m in msas] == [["MKV", "M-V"], ["ACDE", "A-DE"]]
+    assert [m.source for m in msas] == ["f.sto#0", "f.sto#1"]
+    with pytest.raises(AlignmentError, match=r"f\.sto: record 2 \('t', line 3\) is 2 characters wide, expected 3"):
+        parse_alignment(b"# STOCKHOLM 1.0\nq MKV\nt MV\n//\n", None, source="f.sto")
+
+
+# ---------------------------------------------------------------------------- detection and archives
+def test_detect_format_by_content_and_extension():
+    assert detect_format("x.txt", b"# STOCKHOLM 1.0\n") == "stockholm"
+    assert detect_format("x.a3m", b"\xef\xbb\xbf# STOCKHOLM 1.0\n") == "stockholm"
+    assert detect_format("x.ali", b"\n>q\nMKV\n") in ("a3m", "fasta")
+    assert detect_format("x.sto.gz", b"q MKV\n") == "stockholm"
+    assert detect_format("x.pro", b"#101\n>q\n") == "a3m"
+    with pytest.raises(AlignmentError, match="unknown alignment format"):
+        detect_format("x.txt", b"hello")
+    assert is_alignment_path("a/B.A3M.gz") and is_alignment_path("x.tar.gz") and not is_alignment_path("x.m8")
+    assert ".a3m" in ALIGNMENT_SUFFIXES and ".sto" in ALIGNMENT_SUFFIXES
+
+
+def test_gzip_and_tar_archives(tmp_path):
+    a3m = b">q\nMKV\n>t\nm-KV\n"
+    (tmp_path / "one.a3m.gz").write_bytes(gzip.compress(a3m))
+    [msa] = read_alignments(tmp_path / "one.a3m.gz")
+    assert msa.source == str(tmp_path / "one.a3m.gz") and msa.sequences == ["MKV", "-KV"]
+
+    archive = tmp_path / "job.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, payload in [("job/uniref.a3m", a3m), ("job/pdb70.m8", b"garbage\t1\n"), ("job/msa.sh", b"#!/bin/sh\n"),
+                              ("job/bfd.a3m.gz", gzip.compress(b"#1\n>q2\nAC\x00>q3\nDE\n")),
+                              ("job/hits.sto", b"# STOCKHOLM 1.0\nq MKV\n//\n")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    msas = read_alignments(archive)
+    assert [m.source.split("::")[1] for m in msas] == ["job/uniref.a3m", "job/bfd.a3m.gz#0", "job/bfd.a3m.gz#1", "job/hits.sto"]
+    assert [m.query for m in msas] == ["MKV", "AC", "DE", "MKV"]
+
+
+def test_damaged_archives_and_missing_files_raise_alignment_error(tmp_path):
+    packed = gzip.compress(b"".join(b">q%d\nMKV\n" % i for i in range(500)))
+    (tmp_path / "bad.a3m.gz").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b\x08\x00junk")
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w") as tar:
+        info = tarfile.TarInfo("notes.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    for name, pattern in [("bad.a3m.gz", "cannot decompress"), ("bad.tar.gz", "cannot read tar"),
+                          ("empty.tar", "holds no alignment files"), ("missing.a3m", "cannot read file")]:
+        with pytest.raises(AlignmentError, match=pattern):
+            read_alignments(tmp_path / name)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("", "empty file"),
+        ("\n \n\x00\n", "empty file"),
+        ("#only a comment\n", "no sequences found"),
+        ("MKV\n>q\nMKV\n", r"line 1: sequence data before the first '>' header"),
+        (">q\nMKV\n>t\nM1V\n", r"line 4: invalid character '1'"),
+        (">q\nMKV\n>t\nM\xe9V\n", r"line 4: invalid character byte 0xc3"),
+        (">ss_pred\nCCH\n", "only hh-suite pseudo-sequences"),
+        (">q\n---\n", r"the query \(record 1, 'q', line 1\) has no residues"),
+        (">q\nMKV\n>t\nMK\n", r"record 2 \('t', line 3\) has 2 aligned columns, expected 3"),
+        ("# STOCKHOLM 1.0\nq\n//\n", r"line 2: Stockholm sequence line 'q' has a name but no aligned sequence"),
+        ("# STOCKHOLM 1.0\nq MK1\n//\n", r"record 1 \('q'\): invalid character '1'"),
+        ("# STOCKHOLM 1.0\n#=GF ID x\n//\n", "no sequences found"),
+        ("# STOCKHOLM 1.0\nq ..--\n//\n", "has no residues"),
+    ],
+)
+def test_bad_input_raises_one_line_alignment_error(text, pattern):
+    with pytest.raises(AlignmentError, match=pattern) as info:
+        parse_alignment(text.encode(), None, source="bad.a3m")
+    assert "\n" not in str(info.value) and isinstance(info.value, MsaformerError)
+    assert str(info.value).startswith("bad.a3m")
+
+
+def test_error_line_numbers_count_across_nul_blocks():
+    data = b">a\nMKV\n\x00>b\nAC\n>c\nA\n"
+    with pytest.raises(AlignmentError, match=r"f\.a3m#1: record 2 \('c', line 5\)"):
+        parse_alignment(data, None, source="f.a3m")
+
+
+def test_unknown_format_argument():
+    with pytest.raises(AlignmentError, match="unknown alignment format 'clustal'"):
+        parse_alignment(b">q\nMKV\n", "clustal")
+
+
+# ------------------------------------------------------------------------------ synthetic cross-check
+def _load_generator():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "make_synthetic_a3m.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_a3m", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4096, 4 << 20])
+def test_synthetic_a3m_matches_generator_across_chunk_boundaries(monkeypatch, chunk_bytes):
+    from msaformer.data import _a3m
+
+    monkeypatch.setattr(_a3m, "_CHUNK_BYTES", chunk_bytes)
+    data, tokens, deletions = _load_generator().make_synthetic(rows=2003 if chunk_bytes > 1 else 53, length=97, seed=1, chunk=300)
+    [msa] = parse_alignment(data, "a3m", source="synthetic.a3m")
+    np.testing.assert_array_equal(msa.tokens, tokens)
+    np.testing.assert_array_equal(msa.deletions, deletions)
+    assert msa.names[0] == "101" and msa.names[1].startswith("UniRef100_A0A0000001\t")
+    assert msa.metadata == ("97\t1",)
+    assert deletions.max() == 255 or chunk_bytes == 1

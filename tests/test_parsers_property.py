@@ -1,0 +1,219 @@
+"""Property tests of the alignment parsers: generate MSAs, write them in every format, parse, compare.
+
+Random MSAs (odd sizes, insertions, gaps) are written as A3M, A2M (insert columns padded with '.'), aligned
+FASTA and interleaved Stockholm, with random line wrapping, CRLF, '#' comments, NUL-separated blocks and hh-suite
+pseudo-sequences; parsing must give back exactly the original rows, names and insertion counts. Random and
+damaged bytes must only ever raise AlignmentError.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from msaformer.data import parse_alignment, read_alignments
+from msaformer.data.msa import Msa
+from msaformer.errors import AlignmentError
+
+RESIDUES = "ACDEFGHIKLMNPQRSTVWYXBZUO"
+NAME_CHARS = "ABCXYZabcxyz0129_|/-."
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def alignments(draw, query_gaps: bool = True):
+    """Return ``(names, rows, insertions)``: rows [N] of length L, insertions [N][L + 1] lowercase strings."""
+    n = draw(st.integers(1, 6))
+    length = draw(st.integers(1, 11))
+    names = draw(st.lists(st.text(NAME_CHARS, min_size=1, max_size=8), min_size=n, max_size=n, unique=True))
+    names = [("q" if i == 0 else "s") + name for i, name in enumerate(names)]  # never ss_/sa_/aa_, never empty
+    query = draw(st.text(RESIDUES + ("-" if query_gaps else ""), min_size=length, max_size=length))
+    assume(any(c != "-" for c in query))
+    rows = [query] + [draw(st.text(RESIDUES + "--", min_size=length, max_size=length)) for _ in range(n - 1)]
+    insert = st.text(RESIDUES.lower(), max_size=3)
+    insertions = [[draw(insert) if draw(st.integers(0, 3)) == 0 else "" for _ in range(length + 1)] for _ in range(n)]
+    return names, rows, insertions
+
+
+def expected_deletions(insertions, query_has_no_inserts: bool = False):
+    # counts before each column; the last slot (after the last column) is dropped
+    return np.array([[len(s) for s in row[:-1]] for row in insertions], dtype=np.uint8)
+
+
+def wrap(text: str, width: int | None) -> list[str]:
+    if not width or not text:
+        return [text]
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+@st.composite
+def a3m_files(draw):
+    """Return ``(bytes, [(names, rows, deletions, metadata)])`` for an A3M / A2M / FASTA file of NUL blocks."""
+    n_blocks = draw(st.integers(1, 3))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    a2m = draw(st.booleans())
+    blocks, expected = [], []
+    for _ in range(n_blocks):
+        names, rows, insertions = draw(alignments())
+        metadata = draw(st.lists(st.text("0123456789,ABC\t", max_size=6).map(str.strip), max_size=2))
+        if a2m:  # pad every insert slot to the widest insertion with '.'
+            widths = [max(len(row[p]) for row in insertions) for p in range(len(rows[0]) + 1)]
+            padded = [[s + "." * (w - len(s)) for s, w in zip(row, widths)] for row in insertions]
+        else:
+            padded = insertions
+        lines = ["#" + m for m in metadata]
+        records = []
+        for name, row, inserts in zip(names, rows, padded):
+            text = "".join(ins + tok for ins, tok in zip(inserts, row)) + inserts[-1]
+            if draw(st.integers(0, 5)) == 0:
+                text += "*"
+            records.append([">" + draw(st.sampled_from(["", " "])) + name] + wrap(text, draw(st.sampled_from([None, 1, 4, 7, 60]))))
+        for _ in range(draw(st.integers(0, 2))):  # hh-suite pseudo-sequences anywhere, also before the query
+            pseudo = ">" + draw(st.sampled_from(["ss_pred", "ss_conf", "sa_x", "aa_seq", "ss_dssp"]))
+            records.insert(draw(st.integers(0, len(records))), [pseudo, draw(st.text("CHE0123456789", max_size=9))])
+        for record in records:
+            lines.extend(record)
+            if draw(st.integers(0, 4)) == 0:
+                lines.append(draw(st.sampled_from(["", " ", "\t"])))
+        text = newline.join(lines) + (newline if draw(st.booleans()) else "")
+        blocks.append(text)
+        expected.append((names, rows, expected_deletions(insertions), tuple(metadata)))
+    data = "\x00".join(blocks) + ("\x00" if draw(st.booleans()) else "")
+    return data.encode(), expected
+
+
+@st.composite
+def stockholm_files(draw):
+    """Return ``(bytes, [(names, rows, deletions)])`` for an interleaved Stockholm file (query without gaps)."""
+    names, rows, insertions = draw(alignments(query_gaps=False))
+    names = [name.replace(" ", "_") for name in names]
+    insertions[0] = [""] * len(insertions[0])  # the query's residues define the columns
+    length = len(rows[0])
+    widths = [max(len(row[p]) for row in insertions) for p in range(length + 1)]
+    raw = []
+    for i, (row, inserts) in enumerate(zip(rows, insertions)):
+        parts = []
+        for p in range(length + 1):
+            pad = "".join(draw(st.sampled_from(".-")) for _ in range(widths[p] - len(inserts[p])))
+            parts.append(inserts[p] + pad)
+            if p < length:
+                tok = row[p]
+                if tok == "-":
+                    tok = draw(st.sampled_from("-."))
+                elif draw(st.booleans()):
+                    tok = tok.lower()  # rows are uppercased
+                parts.append(tok)
+        raw.append("".join(parts))
+    block = draw(st.integers(1, len(raw[0])))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    lines = ["# STOCKHOLM 1.0", "#=GF ID test", ""]
+    lines += [f"#=GS {name} DE something" for name in names]
+    pad = max(len(name) for name in names) + draw(st.integers(1, 3))
+    for start in range(0, len(raw[0]), block):
+        for name, text in zip(names, raw):
+            lines.append(name.ljust(pad) + text[start : start + block])
+            if draw(st.integers(0, 4)) == 0:
+                lines.append(f"#=GR {name} PP " + "9" * len(text[start : start + block]))
+        lines.append("#=GC RF ".ljust(pad) + "x" * len(raw[0][start : start + block]))
+        lines.append("")
+    lines.append("//")
+    data = newline.join(lines) + newline
+    return data.encode(), [(names, rows, expected_deletions(insertions))]
+
+
+def check_msa(msa: Msa, names, rows, deletions):
+    assert msa.names == names
+    assert msa.sequences == rows
+    np.testing.assert_array_equal(msa.deletions, deletions)
+    assert msa.tokens.dtype == np.uint8 and msa.tokens.shape == (len(rows), len(rows[0]))
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(a3m_files(), st.sampled_from(["a3m", "fasta", None]))
+def test_a3m_and_fasta_round_trip(file, fmt):
+    data, expected = file
+    msas = parse_alignment(data, fmt, source="gen.a3m")
+    assert len(msas) == len(expected)
+    for k, (msa, (names, rows, deletions, metadata)) in enumerate(zip(msas, expected)):
+        check_msa(msa, names, rows, deletions)
+        assert msa.metadata == metadata
+        assert msa.source == ("gen.a3m" if len(expected) == 1 else f"gen.a3m#{k}")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(stockholm_files())
+def test_stockholm_round_trip(file):
+    data, [(names, rows, deletions)] = file
+    [msa] = parse_alignment(data, None, source="gen.sto")
+    check_msa(msa, names, rows, deletions)
+    assert msa.metadata[0] == "STOCKHOLM 1.0"
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(a3m_files())
+def test_dedup_keeps_first_of_each_distinct_row(file):
+    data, expected = file
+    for msa, (names, rows, _, _) in zip(parse_alignment(data, "a3m", dedup=True), expected):
+        first = {}
+        for name, row in zip(names, rows):
+            first.setdefault(row, name)
+        assert msa.sequences == list(first) and msa.names == list(first.values())
+
+
+def _only_alignment_error(data: bytes, fmt):
+    try:
+        msas = parse_alignment(data, fmt, source="fuzz")
+    except AlignmentError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("fuzz")
+        return
+    for msa in msas:  # a success must be a well-formed alignment
+        assert msa.depth >= 1 and msa.length >= 1
+        assert msa.tokens.shape == msa.deletions.shape
+
+
+@settings(max_examples=250, **SETTINGS)
+@given(st.binary(max_size=300), st.sampled_from(["a3m", "fasta", "stockholm", None]))
+def test_random_bytes_only_raise_alignment_error(data, fmt):
+    _only_alignment_error(data, fmt)
+
+
+ALPHABET = b">#\n\r\x00 \t.-*ACDMKVacdmk/STOCKHOLM\xff\xc3"
+
+
+@settings(max_examples=250, **SETTINGS)
+@given(st.lists(st.sampled_from([bytes([c]) for c in ALPHABET]) | st.sampled_from([b"# STOCKHOLM 1.0\n", b"//\n", b">ss_pred\n", b"#=GR q SS"]), max_size=60),
+       st.sampled_from(["a3m", "stockholm", None]))
+def test_alignment_like_bytes_only_raise_alignment_error(pieces, fmt):
+    _only_alignment_error(b"".join(pieces), fmt)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(st.one_of(a3m_files(), stockholm_files()), st.data())
+def test_damaged_files_only_raise_alignment_error(file, data):
+    raw = bytearray(file[0])
+    for _ in range(data.draw(st.integers(1, 4))):
+        where = data.draw(st.integers(0, len(raw)))
+        action = data.draw(st.sampled_from(["cut", "flip", "insert", "delete"]))
+        if action == "cut":
+            raw = raw[:where]
+        elif action == "flip" and where < len(raw):
+            raw[where] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            raw[where:where] = data.draw(st.binary(min_size=1, max_size=3))
+        elif where < len(raw):
+            del raw[where]
+    _only_alignment_error(bytes(raw), data.draw(st.sampled_from(["a3m", "stockholm", None])))
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(st.binary(max_size=200), st.integers(0, 60), st.sampled_from(["x.a3m.gz", "x.txt", "x.sto", "x.tar.gz"]))
+def test_random_or_truncated_files_on_disk_only_raise_alignment_error(tmp_path_factory, payload, cut, name):
+    path = tmp_path_factory.mktemp("fuzz") / name
+    path.write_bytes(gzip.compress(payload)[:cut] if name.endswith(".gz") and cut else payload)
+    try:
+        read_alignments(path)
+    except AlignmentError as exc:
+        assert "\n" not in str(exc)

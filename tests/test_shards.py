@@ -1,0 +1,252 @@
+"""HDF5 shard writer / reader: lossless round trip, slices, atomicity, fork-safety, index, export."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from msaformer.data.msa import Msa
+from msaformer.data.parsers import parse_alignment
+from msaformer.data.shards import (
+    FORMAT_VERSION,
+    INDEX_COLUMNS,
+    ShardReader,
+    ShardWriter,
+    check_shard,
+    export_a3m,
+    summarize,
+)
+from msaformer.errors import ShardError
+
+LETTERS = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYX-", dtype=np.uint8)
+
+
+def make_msa(rng: np.random.Generator, n_seq: int, n_res: int, tag: str) -> Msa:
+    tokens = rng.choice(LETTERS, size=(n_seq, n_res)).astype(np.uint8)
+    deletions = rng.integers(0, 256, size=(n_seq, n_res)).astype(np.uint8)
+    deletions[rng.random((n_seq, n_res)) < 0.8] = 0
+    names = [f"{tag}_row{k} desc\twith tab é" for k in range(n_seq)]
+    names[min(1, n_seq - 1)] = ""  # bare '>' headers occur (fair-esm's 1a3a_1_A.a3m)
+    meta = ("101,102\t1,1",) if n_seq % 2 else ()
+    return Msa(names=names, tokens=tokens, deletions=deletions, source=f"dir/{tag}.a3m", metadata=meta)
+
+
+@pytest.fixture
+def msas() -> list[Msa]:
+    rng = np.random.default_rng(13)
+    shapes = [(13, 22), (1, 7), (5, 1), (31, 9), (2, 45), (17, 3), (3, 3)]
+    return [make_msa(rng, n, l, f"m{i}") for i, (n, l) in enumerate(shapes)]
+
+
+def write(directory, msas, **kwargs) -> None:
+    with ShardWriter(directory, **kwargs) as writer:
+        for m in msas:
+            writer.add(m, input_path=m.source, input_sha256="ab" * 32)
+            writer.commit_input(m.source, "ab" * 32, 100, 1)
+
+
+def assert_same(a: Msa, b: Msa) -> None:
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.deletions, b.deletions)
+    assert a.names == b.names and a.source == b.source and a.metadata == b.metadata
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_round_trip_is_lossless_across_shards(tmp_path, msas, compression):
+    write(tmp_path, msas, shard_size_records=3, compression=compression)
+    reader = ShardReader(tmp_path)
+    assert len(reader) == len(msas)
+    assert sorted(p.name for p in tmp_path.glob("*.h5")) == ["msa-00000.h5", "msa-00001.h5", "msa-00002.h5"]
+    for original, stored in zip(msas, reader):
+        assert_same(original, stored)
+    assert list(reader.index.columns) == list(INDEX_COLUMNS)
+    assert reader.index["hash"].tolist() == [m.content_hash() for m in msas]
+    assert reader.index["n_seq"].tolist() == [m.depth for m in msas]
+    assert reader.index["n_res"].tolist() == [m.length for m in msas]
+    assert reader.index["record"].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert reader.index["name"].tolist()[:2] == ["m0_row0", "m1.a3m"]  # empty query header: file name
+    assert_same(reader[-1], msas[-1])
+    with pytest.raises(IndexError):
+        reader[len(msas)]
+
+
+def test_shard_size_in_cells_closes_shards(tmp_path, msas):
+    write(tmp_path, msas, shard_size_bytes=200)  # 13x22 = 286 cells: the first record fills a shard by itself
+    assert ShardReader(tmp_path).index["shard"].iloc[0] == "msa-00000.h5"
+    assert ShardReader(tmp_path).index["shard"].iloc[1] == "msa-00001.h5"
+
+
+def test_read_max_rows_is_the_leading_slice(tmp_path, msas):
+    write(tmp_path, msas)
+    reader = ShardReader(tmp_path)
+    for k in (1, 4, 13, 50):
+        part = reader.read(0, max_rows=k)
+        rows = min(k, 13)
+        assert part.depth == rows and part.length == 22
+        np.testing.assert_array_equal(part.tokens, msas[0].tokens[:rows])
+        np.testing.assert_array_equal(part.deletions, msas[0].deletions[:rows])
+        assert part.names == msas[0].names[:rows]
+    assert reader.read(3, max_rows=2, names=False).names == ["", ""]
+    with pytest.raises(ValueError):
+        reader.read(0, max_rows=0)
+
+
+def test_plain_h5py_reads_the_documented_schema(tmp_path, msas):
+    write(tmp_path, msas[:3])
+    with h5py.File(tmp_path / "msa-00000.h5", "r") as f:
+        assert f.attrs["format"] == "msaformer-msa" and f.attrs["format_version"] == FORMAT_VERSION
+        assert f.attrs["complete"] and f.attrs["n_records"] == 3 and f.attrs["alphabet"] == "ascii"
+        rec = f["records"]
+        i = 2
+        start, n_seq, n_res = rec["offset"][i], rec["n_seq"][i], rec["n_res"][i]
+        tokens = f["tokens"][start : start + n_seq * n_res].reshape(n_seq, n_res)
+        a = rec["names_offset"][i]
+        names = f["row_names"][a : a + rec["names_length"][i]].tobytes().decode().split("\n")[:-1]
+        assert rec["name"].asstr()[i] == "m2_row0" and rec["hash"][i].decode() == msas[2].content_hash()
+        assert rec["offset"].shape == (4,) and rec["offset"][-1] == f["tokens"].shape[0]
+        assert rec["offset"][-1] == rec["offset"][2] + 5 and rec["offset"][2] % f.attrs["chunk_bytes"] == 0
+        assert f["tokens"].compression == "gzip" and f["tokens"].chunks == (f.attrs["chunk_bytes"],)
+    np.testing.assert_array_equal(tokens, msas[2].tokens)
+    assert names == msas[2].names
+
+
+def _read_hashes(reader: ShardReader) -> list[str]:
+    return [m.content_hash() for m in reader]
+
+
+def test_reader_pickles_and_reopens_per_process(tmp_path, msas):
+    write(tmp_path, msas, shard_size_records=2)
+    reader = ShardReader(tmp_path)
+    reader[0]  # open handles in this process
+    assert reader._open
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._open == {}
+    assert_same(clone[5], msas[5])
+    with mp.get_context("fork").Pool(1) as pool:  # inherits the open handles: must reopen, not reuse
+        assert pool.apply(_read_hashes, (reader,)) == [m.content_hash() for m in msas]
+    assert_same(reader[1], msas[1])  # the parent's handles still work
+    reader.close()
+
+
+def test_reader_refuses_bad_directories_and_shards(tmp_path, msas):
+    with pytest.raises(ShardError, match="not a directory"):
+        ShardReader(tmp_path / "missing")
+    with pytest.raises(ShardError, match="no index.csv"):
+        ShardReader(tmp_path)
+    write(tmp_path, msas[:2])
+    shard = tmp_path / "msa-00000.h5"
+    with h5py.File(shard, "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ShardError, match="format_version 2 is not supported"):
+        ShardReader(tmp_path)
+    with h5py.File(shard, "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        del f.attrs["complete"]
+    with pytest.raises(ShardError, match="incomplete"):
+        ShardReader(tmp_path)
+    shard.write_bytes(b"not hdf5")
+    with pytest.raises(ShardError, match="not a readable HDF5 file"):
+        check_shard(shard)
+    shard.unlink()
+    with pytest.raises(ShardError, match="missing"):
+        ShardReader(tmp_path)
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from msaformer.data.msa import Msa
+    from msaformer.data.shards import ShardWriter
+    w = ShardWriter(sys.argv[1], shard_size_records=2)
+    for i in range(5):
+        t = np.full((3 + i, 5), ord("A"), np.uint8)
+        w.add(Msa(names=[f"r{i}"] * (3 + i), tokens=t, deletions=np.zeros_like(t), source=f"s{i}"))
+    w._file.flush()
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_killed_writer_leaves_no_shard_the_reader_accepts(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    names = sorted(os.listdir(tmp_path))
+    assert ".msa-00002.h5.tmp" in names  # the third shard was being written
+    with pytest.raises(ShardError):
+        check_shard(tmp_path / ".msa-00002.h5.tmp")
+    reader = ShardReader(tmp_path)
+    assert len(reader) == 4 and reader.index["source"].tolist() == ["s0", "s1", "s2", "s3"]
+    # a new writer clears the debris and numbers on
+    with ShardWriter(tmp_path, mode="append") as writer:
+        t = np.zeros((2, 3), np.uint8) + ord("C")
+        writer.add(Msa(names=["x", "y"], tokens=t, deletions=np.zeros_like(t), source="s5"))
+    assert sorted(p.name for p in tmp_path.iterdir() if "msa" in p.name) == [
+        "msa-00000.h5", "msa-00001.h5", "msa-00002.h5"
+    ]  # fmt: skip
+    assert len(ShardReader(tmp_path)) == 5
+
+
+def test_crash_inside_writer_discards_the_open_shard(tmp_path, msas):
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path, shard_size_records=3) as writer:
+            for m in msas[:5]:
+                writer.add(m)
+            raise RuntimeError("crash")
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert len(ShardReader(tmp_path)) == 3
+
+
+def test_append_drops_records_of_uncommitted_inputs(tmp_path, msas):
+    writer = ShardWriter(tmp_path, shard_size_records=2)
+    for m in msas[:3]:
+        writer.add(m, input_path="in.a3m", input_sha256="cd" * 32)  # 2 records flushed, input never committed
+    del writer  # killed before the input was committed
+    assert len(ShardReader(tmp_path)) == 2
+    ShardWriter(tmp_path, mode="append").close()
+    assert len(ShardReader(tmp_path)) == 0 and not list(tmp_path.glob("msa-*.h5"))
+
+
+def test_create_refuses_a_used_directory_and_overwrite_replaces_it(tmp_path, msas):
+    write(tmp_path, msas[:2])
+    with pytest.raises(ShardError, match="--resume"):
+        ShardWriter(tmp_path)
+    write(tmp_path, msas[2:3], mode="overwrite")
+    reader = ShardReader(tmp_path)
+    assert len(reader) == 1
+    assert_same(reader[0], msas[2])
+
+
+def test_summarize_and_export_round_trip(tmp_path, msas):
+    write(tmp_path / "s", msas, shard_size_records=4)
+    summary = summarize(tmp_path / "s")
+    assert summary["records"] == 7 and summary["shards"] == 2
+    assert summary["rows"] == sum(m.depth for m in msas)
+    assert summary["cells"] == sum(m.tokens.size for m in msas)
+    assert summary["length"]["min"] == 1 and summary["length"]["max"] == 45 and summary["depth"]["median"] == 5
+    assert summary["bytes"] == sum(p.stat().st_size for p in (tmp_path / "s").glob("*.h5"))
+    out = tmp_path / "all.a3m"
+    assert export_a3m(tmp_path / "s", out) == 7
+    back = parse_alignment(out.read_bytes(), "a3m", source="all.a3m")
+    assert [m.content_hash() for m in back] == [m.content_hash() for m in msas]
+    assert [m.names for m in back] == [m.names for m in msas]
+    assert export_a3m(tmp_path / "s", out, record="m3_row0") == 1
+    (only,) = parse_alignment(out.read_bytes(), "a3m")
+    np.testing.assert_array_equal(only.tokens, msas[3].tokens)
+    with pytest.raises(ShardError, match="no record named 'nope'"):
+        export_a3m(tmp_path / "s", out, record="nope")

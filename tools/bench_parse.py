@@ -1,0 +1,189 @@
+"""Benchmark the alignment parser (MB/s) against a straightforward pure-Python line-by-line reader.
+
+Both readers parse the same in-memory bytes into the same result (token and deletion matrices, checked equal by
+content hash and deletion sums), on every OK sample file of ``datasets/msa`` and on a large synthetic A3M
+(made by ``tools/make_synthetic_a3m.py`` if missing). Run it nice'd on a shared machine:
+
+    OMP_NUM_THREADS=1 nice -n 10 python tools/bench_parse.py --synthetic /tmp/synthetic.a3m --out bench.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import gzip
+import hashlib
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from msaformer.data.parsers import detect_format, parse_alignment
+
+ROOT = Path(__file__).resolve().parent.parent
+PSEUDO = ("ss_", "sa_", "aa_")
+
+
+# ------------------------------------------------------------------------ the pure-Python reference readers
+def python_read_a3m(data: bytes):
+    """Return ``(names, tokens, deletions)`` the plain way: split lines, join records, loop over characters."""
+    text = data.decode("utf-8", errors="replace")
+    names: list[str] = []
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if line.startswith(">"):
+            names.append(line[1:].strip())
+            records.append([])
+        elif records:
+            records[-1].append("".join(line.split()))
+    rows, deletions, kept = [], [], []
+    for name, parts in zip(names, records):
+        if name.startswith(PSEUDO):
+            continue
+        row, counts, inserted = [], [], 0
+        for char in "".join(parts):
+            if char.islower():
+                inserted += 1
+            elif char.isupper() or char == "-":
+                row.append(char)
+                counts.append(min(inserted, 255))
+                inserted = 0
+        rows.append("".join(row))
+        deletions.append(counts)
+        kept.append(name)
+    if len({len(row) for row in rows}) != 1:
+        raise ValueError("ragged alignment")
+    tokens = np.frombuffer("".join(rows).encode(), dtype=np.uint8).reshape(len(rows), -1)
+    return kept, tokens, np.array(deletions, dtype=np.uint8)
+
+
+def python_read_stockholm(data: bytes):
+    """Return ``(names, tokens, deletions)`` of a Stockholm file: dict of rows, then a loop over characters."""
+    rows: dict[str, list[str]] = {}
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("//"):
+            continue
+        name, seq = line.split(None, 1)
+        rows.setdefault(name, []).append(seq.strip())
+    names = list(rows)
+    raw = ["".join(rows[name]) for name in names]
+    query = raw[0]
+    keep = [c not in "-." for c in query]
+    tokens, deletions = [], []
+    for row in raw:
+        out, counts, inserted = [], [], 0
+        for char, kept in zip(row, keep):
+            if kept:
+                out.append("-" if char == "." else char.upper())
+                counts.append(min(inserted, 255))
+                inserted = 0
+            elif char not in "-.":
+                inserted += 1
+        tokens.append("".join(out))
+        deletions.append(counts)
+    matrix = np.frombuffer("".join(tokens).encode(), dtype=np.uint8).reshape(len(tokens), -1)
+    return names, matrix, np.array(deletions, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- measuring
+def best_time(fn, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def digest(tokens: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()
+
+
+def bench_file(label: str, data: bytes, fmt: str, min_seconds: float) -> dict:
+    once, _ = best_time(lambda: parse_alignment(data, fmt), 1)
+    repeats = max(3, min(200, int(min_seconds / max(once, 1e-6))))
+    fast, msas = best_time(lambda: parse_alignment(data, fmt), repeats)
+    reference = python_read_stockholm if fmt == "stockholm" else python_read_a3m
+    slow_repeats = 1 if len(data) > 20e6 else 3
+    slow, (names, tokens, deletions) = best_time(lambda: reference(data), slow_repeats)
+    msa = msas[0]
+    same = (digest(msa.tokens) == digest(tokens) and np.array_equal(msa.deletions, deletions) and msa.names == names)
+    if not same:
+        raise SystemExit(f"{label}: msaformer and the pure-Python reader disagree")
+    mb = len(data) / 1e6
+    return {"file": label, "MB": mb, "rows": msa.depth, "cols": msa.length, "fast_s": fast, "slow_s": slow,
+            "fast_MBps": mb / fast, "slow_MBps": mb / slow, "speedup": slow / fast}
+
+
+def peak_memory(data: bytes, fmt: str) -> int:
+    """Return the peak bytes numpy + Python allocate while parsing (tracemalloc), output included."""
+    gc.collect()
+    tracemalloc.start()
+    parse_alignment(data, fmt)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--synthetic", type=Path, default=Path("/tmp/msaformer-synthetic.a3m"),
+                        help="synthetic A3M (generated with the defaults of make_synthetic_a3m.py if missing)")
+    parser.add_argument("--no-synthetic", action="store_true", help="sample files only")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="time budget per sample file (msaformer)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+
+    expected = ROOT / "datasets" / "msa" / "expected.tsv"
+    rows = []
+    total_bytes = total_fast = total_slow = 0.0
+    for entry in csv.DictReader(open(expected), delimiter="\t"):
+        if entry["status"] != "OK":
+            continue
+        path = ROOT / "datasets" / "msa" / entry["file"]
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        result = bench_file(entry["file"], data, detect_format(path.name, data), args.min_seconds)
+        rows.append(result)
+        total_bytes += result["MB"]
+        total_fast += result["fast_s"]
+        total_slow += result["slow_s"]
+        print(f"{entry['file']}: {result['fast_MBps']:.0f} MB/s vs {result['slow_MBps']:.1f} MB/s", file=sys.stderr)
+    rows.append({"file": "**all sample files**", "MB": total_bytes, "rows": sum(r["rows"] for r in rows), "cols": "",
+                 "fast_s": total_fast, "slow_s": total_slow, "fast_MBps": total_bytes / total_fast,
+                 "slow_MBps": total_bytes / total_slow, "speedup": total_slow / total_fast})
+    memory = ""
+    if not args.no_synthetic:
+        if not args.synthetic.exists():
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic_a3m.py"), str(args.synthetic)], check=True)
+        data = args.synthetic.read_bytes()
+        result = bench_file(f"synthetic ({args.synthetic.name})", data, "a3m", args.min_seconds * 5)
+        rows.append(result)
+        peak = peak_memory(data, "a3m")
+        memory = (f"\nPeak memory allocated while parsing the synthetic file (tracemalloc, output included): "
+                  f"{peak / 1e6:.0f} MB for a {len(data) / 1e6:.0f} MB input whose output is "
+                  f"{2 * result['rows'] * result['cols'] / 1e6:.0f} MB (tokens + deletions).\n")
+
+    lines = ["| file | MB | rows x cols | msaformer ms | msaformer MB/s | pure-Python ms | pure-Python MB/s | speedup |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        shape = f"{r['rows']} x {r['cols']}" if r["cols"] != "" else f"{r['rows']} rows"
+        lines.append(f"| {r['file']} | {r['MB']:.3f} | {shape} | {r['fast_s'] * 1e3:.1f} | {r['fast_MBps']:.0f} | "
+                     f"{r['slow_s'] * 1e3:.0f} | {r['slow_MBps']:.1f} | {r['speedup']:.0f}x |")
+    table = "\n".join(lines) + "\n" + memory
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
