@@ -119,18 +119,20 @@ def test_batches_cover_everything_once_within_budget(shapes, budget, same_depth)
     for b in batches:
         cost = len(b) * msa_tokens(max(shapes[i][0] for i in b), max(shapes[i][1] for i in b))
         assert cost <= budget or len(b) == 1
+        assert cost - sum(msa_tokens(*shapes[i]) for i in b) <= 0.25 * cost  # little padding
         if same_depth:
             assert len({shapes[i][0] for i in b}) == 1
 
 
 def test_stream_batches_windows():
     items = list(range(10))
-    got = list(stream_batches(items, lambda x: (1, x), 10**6, window=4))
+    got = list(stream_batches(items, lambda x: (3, 5), 10**6, window=4))  # windows bound what is held
     assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     got = list(stream_batches(items, lambda x: (10 - x, 5), 13 * 6, window=10))  # depth 10-x, 6 tokens a row
     assert sorted(sum(got, [])) == items
     assert all(len(b) * max(10 - x for x in b) <= 13 for b in got)
-    assert got[0] == [9, 8, 7]  # shallowest first, as many as fit: 3 MSAs x 3 rows x 6 <= 78 < 4 x 4 x 6
+    assert got[:3] == [[9, 8], [7, 6], [5, 4]]  # shallowest first; 3 rows + 5 rows would be 40% padding
+    assert [len(b) for b in stream_batches([5] * 7, lambda x: (x, 5), 6 * 5 * 3)] == [3, 3, 1]  # budget only
 
 
 # ---------------------------------------------------------------- contacts

@@ -32,9 +32,11 @@ def parse_one(text: str | bytes, fmt: str | None = "a3m", **kwargs):
 @pytest.mark.parametrize("row", OK_ROWS, ids=[row["file"] for row in OK_ROWS])
 def test_expected_tsv_row_reproduced_exactly(row):
     msas = read_alignments(DATA / row["file"])
-    block = int(row["block"]) if row["block"] else 0
-    msa = msas[block]
-    assert len(msas) == (1 if not row["block"] else len(msas))
+    if row["block"]:
+        msa = msas[int(row["block"])]
+        assert msa.source.endswith(f"#{row['block']}")
+    else:
+        [msa] = msas
     assert msa.depth == int(row["n_seqs"])
     assert msa.length == int(row["query_len"])
     assert msa.content_hash() == row["sha256"]
@@ -44,7 +46,7 @@ def test_expected_tsv_row_reproduced_exactly(row):
     if int(row["insert_residues"]) < 255 * msa.depth and row["file"] != "biopython/muscle.a2m":
         assert int(msa.deletions.sum(dtype=np.int64)) == int(row["insert_residues"])
     assert msa.tokens.dtype == np.uint8 and msa.deletions.dtype == np.uint8
-    assert msa.source == str(DATA / row["file"])
+    assert msa.source.split("#")[0] == str(DATA / row["file"])
     assert len(msa.names) == msa.depth
     allowed = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
     assert set(np.unique(msa.tokens).tolist()) <= allowed
@@ -165,7 +167,7 @@ def test_stockholm_interleaved_query_columns_and_gaps():
     # s1's 'g' (column 2) is a deletion before D, its 'E' (column 5) one before F
     assert msa.deletions.tolist() == [[0] * 6, [0, 0, 1, 0, 1, 0]]
     assert msa.names == ["q", "s1"]
-    assert msa.metadata[:2] == ("STOCKHOLM 1.0", "=GF ID test")
+    assert msa.metadata == ("STOCKHOLM 1.0", "=GF ID test")  # file-level markup only, not #=GS
 
 
 def test_stockholm_multiple_alignments_and_ragged_rows():
@@ -213,11 +215,12 @@ def test_damaged_archives_and_missing_files_raise_alignment_error(tmp_path):
     packed = gzip.compress(b"".join(b">q%d\nMKV\n" % i for i in range(500)))
     (tmp_path / "bad.a3m.gz").write_bytes(packed[: len(packed) // 2])
     (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b\x08\x00junk")
+    (tmp_path / "bad.tar").write_bytes(b"x" * 100 + b"\0" * 157 + b"ustar" + b"\0" * 100)
     empty = tmp_path / "empty.tar"
     with tarfile.open(empty, "w") as tar:
         info = tarfile.TarInfo("notes.txt")
         tar.addfile(info, io.BytesIO(b""))
-    for name, pattern in [("bad.a3m.gz", "cannot decompress"), ("bad.tar.gz", "cannot read tar"),
+    for name, pattern in [("bad.a3m.gz", "cannot decompress"), ("bad.tar.gz", "cannot decompress gzip"), ("bad.tar", "cannot read tar"),
                           ("empty.tar", "holds no alignment files"), ("missing.a3m", "cannot read file")]:
         with pytest.raises(AlignmentError, match=pattern):
             read_alignments(tmp_path / name)
@@ -247,6 +250,12 @@ def test_bad_input_raises_one_line_alignment_error(text, pattern):
         parse_alignment(text.encode(), None, source="bad.a3m")
     assert "\n" not in str(info.value) and isinstance(info.value, MsaformerError)
     assert str(info.value).startswith("bad.a3m")
+
+
+def test_utf16_file_is_named_as_such():
+    for fmt in (None, "a3m", "stockholm"):
+        with pytest.raises(AlignmentError, match="UTF-16 encoded"):
+            parse_alignment(">q\nMKV\n".encode("utf-16"), fmt, source="u.a3m")
 
 
 def test_error_line_numbers_count_across_nul_blocks():
@@ -283,3 +292,17 @@ def test_synthetic_a3m_matches_generator_across_chunk_boundaries(monkeypatch, ch
     assert msa.names[0] == "101" and msa.names[1].startswith("UniRef100_A0A0000001\t")
     assert msa.metadata == ("97\t1",)
     assert deletions.max() == 255 or chunk_bytes == 1
+
+
+def test_archives_recognised_by_content_not_only_by_name(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        payload = b">q\nMKV\n"
+        info = tarfile.TarInfo("a/b.a3m")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    (tmp_path / "results.gz").write_bytes(gzip.compress(buffer.getvalue()))  # a gzipped tar without .tar
+    (tmp_path / "results.bin.a3m").write_bytes(gzip.compress(b">q\nAC\n"))  # gzip without .gz
+    [msa] = read_alignments(tmp_path / "results.gz")
+    assert msa.source == f"{tmp_path / 'results.gz'}::a/b.a3m" and msa.query == "MKV"
+    assert read_alignments(tmp_path / "results.bin.a3m")[0].query == "AC"

@@ -29,7 +29,7 @@ def alignments(draw, query_gaps: bool = True):
     n = draw(st.integers(1, 6))
     length = draw(st.integers(1, 11))
     names = draw(st.lists(st.text(NAME_CHARS, min_size=1, max_size=8), min_size=n, max_size=n, unique=True))
-    names = [("q" if i == 0 else "s") + name for i, name in enumerate(names)]  # never ss_/sa_/aa_, never empty
+    names = [("q" if i == 0 else "t") + name for i, name in enumerate(names)]  # never ss_/sa_/aa_, never empty
     query = draw(st.text(RESIDUES + ("-" if query_gaps else ""), min_size=length, max_size=length))
     assume(any(c != "-" for c in query))
     rows = [query] + [draw(st.text(RESIDUES + "--", min_size=length, max_size=length)) for _ in range(n - 1)]
@@ -109,11 +109,15 @@ def stockholm_files(draw):
         raw.append("".join(parts))
     block = draw(st.integers(1, len(raw[0])))
     newline = draw(st.sampled_from(["\n", "\r\n"]))
+    shuffle = draw(st.booleans())  # later blocks list the rows in another order: the line-by-line reader
     lines = ["# STOCKHOLM 1.0", "#=GF ID test", ""]
     lines += [f"#=GS {name} DE something" for name in names]
     pad = max(len(name) for name in names) + draw(st.integers(1, 3))
     for start in range(0, len(raw[0]), block):
-        for name, text in zip(names, raw):
+        order = list(zip(names, raw))
+        if shuffle and start:
+            order = draw(st.permutations(order))
+        for name, text in order:
             lines.append(name.ljust(pad) + text[start : start + block])
             if draw(st.integers(0, 4)) == 0:
                 lines.append(f"#=GR {name} PP " + "9" * len(text[start : start + block]))
@@ -122,6 +126,24 @@ def stockholm_files(draw):
     lines.append("//")
     data = newline.join(lines) + newline
     return data.encode(), [(names, rows, expected_deletions(insertions))]
+
+
+def test_stockholm_fast_and_line_readers_agree_on_irregular_and_regular_layouts():
+    from msaformer.data import _stockholm
+
+    regular = b"# STOCKHOLM 1.0\n#=GF ID x\n\nq  AC.D\nt1 ac-D\nt2 A.kD\n\nq  E-\nt1 Ee\nt2 -e\n"
+    shuffled = regular.replace(b"q  E-\nt1 Ee\nt2 -e", b"t2 -e\nq  E-\nt1 Ee")
+    indented = regular.replace(b"t2 -e", b"  t2 -e")
+    fast = _stockholm._rows_vectorised(regular, "x", 1)
+    slow = _stockholm._rows_by_line(regular, "x", 1)
+    assert fast[0] == slow[0] == ["q", "t1", "t2"] and fast[2] == slow[2] == ("STOCKHOLM 1.0", "=GF ID x")
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert _stockholm._rows_vectorised(shuffled, "x", 1) is None
+    assert _stockholm._rows_vectorised(indented, "x", 1) is None
+    for data in (regular, shuffled, indented):
+        [msa] = parse_alignment(data + b"//\n", "stockholm")
+        assert msa.sequences == ["ACDE", "ACDE", "A-D-"]  # q's '.' and '-' columns are not columns
+        assert msa.deletions.tolist() == [[0] * 4, [0] * 4, [0, 0, 1, 0]]  # t2's 'k'; t1's trailing 'e' dropped
 
 
 def check_msa(msa: Msa, names, rows, deletions):
@@ -149,7 +171,7 @@ def test_stockholm_round_trip(file):
     data, [(names, rows, deletions)] = file
     [msa] = parse_alignment(data, None, source="gen.sto")
     check_msa(msa, names, rows, deletions)
-    assert msa.metadata[0] == "STOCKHOLM 1.0"
+    assert msa.metadata == ("STOCKHOLM 1.0", "=GF ID test")
 
 
 @settings(max_examples=40, **SETTINGS)

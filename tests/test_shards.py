@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import zlib
 
 import h5py
 import numpy as np
@@ -23,6 +23,7 @@ from msaformer.data.shards import (
     ShardReader,
     ShardWriter,
     check_shard,
+    encode_chunks,
     export_a3m,
     summarize,
 )
@@ -45,7 +46,8 @@ def make_msa(rng: np.random.Generator, n_seq: int, n_res: int, tag: str) -> Msa:
 def msas() -> list[Msa]:
     rng = np.random.default_rng(13)
     shapes = [(13, 22), (1, 7), (5, 1), (31, 9), (2, 45), (17, 3), (3, 3)]
-    return [make_msa(rng, n, l, f"m{i}") for i, (n, l) in enumerate(shapes)]
+    tags = [f"m{i}" for i in range(len(shapes) - 1)] + ['q,"6']  # CSV quoting in index.csv
+    return [make_msa(rng, n, l, tag) for tag, (n, l) in zip(tags, shapes)]
 
 
 def write(directory, msas, **kwargs) -> None:
@@ -76,8 +78,22 @@ def test_round_trip_is_lossless_across_shards(tmp_path, msas, compression):
     assert reader.index["record"].tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert reader.index["name"].tolist()[:2] == ["m0_row0", "m1.a3m"]  # empty query header: file name
     assert_same(reader[-1], msas[-1])
+    assert reader.index["name"].iloc[-1] == 'q,"6_row0' and reader.index["source"].iloc[-1] == 'dir/q,"6.a3m'
     with pytest.raises(IndexError):
         reader[len(msas)]
+
+
+def test_encode_chunks_pads_and_shares_zero_chunks():
+    chunk = 1000
+    data = np.zeros(10 * chunk + 17, dtype=np.uint8)
+    data[3 * chunk + 5] = 7
+    data[-1] = 9
+    raw = encode_chunks(data, chunk, "none")
+    packed = encode_chunks(data, chunk, "gzip")
+    assert len(raw) == len(packed) == 11 and all(len(r) == chunk for r in raw)
+    assert b"".join(raw)[: data.size] == data.tobytes() and raw[-1][18:] == bytes(chunk - 18)
+    assert [zlib.decompress(p) for p in packed] == raw
+    assert packed[0] is packed[1] and packed[3] is not packed[0]  # all-zero chunks: one shared encoding
 
 
 def test_shard_size_in_cells_closes_shards(tmp_path, msas):
@@ -250,3 +266,15 @@ def test_summarize_and_export_round_trip(tmp_path, msas):
     np.testing.assert_array_equal(only.tokens, msas[3].tokens)
     with pytest.raises(ShardError, match="no record named 'nope'"):
         export_a3m(tmp_path / "s", out, record="nope")
+
+
+def test_reader_bounds_open_files(tmp_path, msas, monkeypatch):
+    import msaformer.data.shards as shards
+
+    monkeypatch.setattr(shards, "MAX_OPEN_SHARDS", 2)
+    write(tmp_path, msas, shard_size_records=1)
+    reader = ShardReader(tmp_path)
+    for i in [0, 1, 2, 0, 6, 3, 0, 5]:
+        assert_same(reader[i], msas[i])
+        assert len(reader._open) <= 2
+    reader.close()

@@ -98,3 +98,16 @@ def test_cli_train_single_process_then_export(msa_shards, tmp_path):
     assert result.exit_code == 0, result.output
     assert load_model(out).config.num_layers == 3
     assert Path(run_dir / "checkpoints" / "latest").read_text() == "step-00000004"
+    # the same command again: already at train.steps, nothing to do, nothing lost
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "resuming at step 4" in result.output
+    result = CliRunner().invoke(app, args + ["--set", "train.resume=false"])
+    assert result.exit_code == 1 and "already holds checkpoints" in result.output
+
+
+def test_module_entry_accepts_deepspeed_local_rank_and_reports_errors(capsys):
+    from msaformer.train.__main__ import main
+
+    code = main(["--config", str(TINY), "--set", "data.shards=/nonexistent/y", "--local_rank=1"])
+    assert code == 1
+    assert "error: data.shards: shard directory /nonexistent/y does not exist" in capsys.readouterr().err

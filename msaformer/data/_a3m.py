@@ -2,11 +2,11 @@
 
 The whole block is scanned with numpy: newline offsets give the lines, the first byte of each line gives its
 kind (``>`` header, ``#`` comment, sequence). Sequence bytes are classified with a few SIMD comparisons
-(uppercase / ``-`` = aligned column, lowercase = insertion; everything else is checked only where it occurs,
-which is rare). Aligned bytes are gathered straight into the ``[N, L]`` token matrix; a cumulative count of
-aligned bytes gives every record's aligned length and, read at the lowercase bytes, the column each insertion
-belongs to. Records are processed in groups of about a megabyte, so temporaries stay in cache and memory stays
-bounded whatever the file size; Python does O(1) work per record (its name).
+(uppercase / ``-`` = aligned column, lowercase = insertion; anything else is checked only where it occurs,
+which is rare). Aligned bytes are gathered straight into the ``[N, L]`` token matrix. A rank structure over the
+bit-packed aligned mask gives every record's aligned length and, read at the start of each run of lowercase
+bytes, the column that run of insertions belongs to. Records are processed in groups of about a megabyte, so
+temporaries stay small whatever the file size; Python does O(1) work per record (its name).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class A3mBlock:
         # The query decides the column rule: a query without uppercase letters makes every character a column.
         q = int(kept[0])
         query = self._lines(int(record_lines[q]), int(record_lines[q + 1]), keep_lines)
-        all_columns = not query.aligned.any() or not np.any(_is_upper(query.sub) & query.keep)
+        all_columns = not np.any(_is_upper(query.sub) & query.keep)
         if all_columns:
             query = self._lines(int(record_lines[q]), int(record_lines[q + 1]), keep_lines, all_columns=True)
             if not np.any(_is_letter(query.sub) & query.keep):
@@ -227,7 +227,7 @@ class A3mBlock:
         # rank(run start) of the chunk. Runs after a row's last column point at the next row's first column
         # but lie before that row starts: dropped. Runs split by a line break add up on their column.
         insert = masks.insert
-        change = _positions(insert[1:] != insert[:-1]) + 1
+        change = np.flatnonzero(insert[1:] != insert[:-1]) + 1
         if change.size % 2:
             change = np.append(change, insert.size)
         run_starts, run_ends = change[0::2], change[1::2]
@@ -243,15 +243,6 @@ class A3mBlock:
             total = np.add.reduceat(lengths, first)
             deletions[row : row + n].reshape(-1)[column[first]] = np.minimum(total, 255)
         return row + n
-
-
-def _positions(mask: np.ndarray) -> np.ndarray:
-    """Return ``np.flatnonzero(mask)`` for a sparse mask, scanning its bit-packed form (8x less to scan)."""
-    packed = np.packbits(mask, bitorder="little")
-    nonzero = np.flatnonzero(packed)
-    bits = np.unpackbits(packed[nonzero], bitorder="little").reshape(-1, 8)
-    byte, bit = np.nonzero(bits)
-    return nonzero[byte] * 8 + bit
 
 
 class _Masks:
@@ -274,7 +265,7 @@ class _Masks:
         other = np.greater(keep, ok, out=ok)
         self.bad = None
         if other.any():
-            where = _positions(other)
+            where = np.flatnonzero(other)
             bad = where[~_ALLOWED_OTHER[sub[where]]]
             if bad.size:
                 self.bad = int(bad[0])
@@ -309,4 +300,5 @@ class _Rank:
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         byte = positions >> 3
-        return self.before[byte] + _POPCOUNT[self.packed[byte] & _LOW_BITS[positions & 7]]
+        partial = self.packed[byte] & _LOW_BITS[positions & 7]  # the bits of mask[8 * byte : p]
+        return self.before[byte] + (np.bitwise_count(partial) if hasattr(np, "bitwise_count") else _POPCOUNT[partial])

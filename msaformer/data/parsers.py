@@ -20,6 +20,7 @@ Semantics (see README "Alignment formats"):
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tarfile
 import zlib
@@ -143,6 +144,8 @@ def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", de
     if not isinstance(data, bytes):
         raise TypeError(f"parse_alignment expects bytes, got {type(data).__name__}")
     where = source or "input"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise AlignmentError(f"{where}: the file is UTF-16 encoded; save it as ASCII or UTF-8 text")
     if fmt is None:
         fmt = detect_format(source, data)
     elif fmt.lower() not in _FORMAT_ALIASES:
@@ -196,13 +199,12 @@ def _decompress(raw: bytes, where: str) -> bytes:
 def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa]:
     """Return the alignments of a file: plain, ``.gz``, or a ``.tar`` / ``.tar.gz`` archive of alignment files.
 
+    Compression and tar archives are recognised by content (gzip magic, ``ustar`` header) as well as by name.
     Archive members without an alignment extension (e.g. ColabFold's ``pdb70.m8``) are ignored; the member name
     is appended to ``source`` as ``path::member``.
     """
     path = Path(path)
     where = str(path)
-    if _is_tar_name(path.name.lower()):
-        return _read_tar(path, dedup)
     try:
         raw = path.read_bytes()
     except IsADirectoryError:
@@ -211,28 +213,26 @@ def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa
         raise AlignmentError(f"{where}: cannot read file ({exc.strerror or _one_line(exc)})") from None
     if raw[:2] == b"\x1f\x8b":
         raw = _decompress(raw, where)
+    if raw[257:262] == b"ustar" or _is_tar_name(path.name.lower()):
+        return _read_tar(raw, where, dedup)
     return parse_alignment(raw, detect_format(path.name, raw), source=where, dedup=dedup)
 
 
-def _read_tar(path: Path, dedup: bool) -> list[Msa]:
-    where = str(path)
+def _read_tar(raw: bytes, where: str, dedup: bool) -> list[Msa]:
     results: list[Msa] = []
     try:
-        with tarfile.open(path, "r:*") as archive:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
             for member in archive:
                 if not member.isfile() or not _strip_gz(member.name).endswith(ALIGNMENT_SUFFIXES):
                     continue
                 handle = archive.extractfile(member)
-                raw = handle.read() if handle is not None else b""
+                data = handle.read() if handle is not None else b""
                 label = f"{where}::{member.name}"
-                if raw[:2] == b"\x1f\x8b":
-                    raw = _decompress(raw, label)
-                results.extend(parse_alignment(raw, detect_format(member.name, raw), source=label, dedup=dedup))
-    except FileNotFoundError:
-        raise AlignmentError(f"{where}: no such file") from None
+                if data[:2] == b"\x1f\x8b":
+                    data = _decompress(data, label)
+                results.extend(parse_alignment(data, detect_format(member.name, data), source=label, dedup=dedup))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise AlignmentError(f"{where}: cannot read tar archive ({_one_line(exc)}); the file is damaged or truncated") from None
     if not results:
         raise AlignmentError(f"{where}: the archive holds no alignment files (expected {', '.join(ALIGNMENT_SUFFIXES)})")
     return results
-

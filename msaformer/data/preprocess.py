@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from msaformer.data.msa import Msa
-from msaformer.data.shards import COMPRESSIONS, EncodedRecord, encode_record
+from msaformer.data.shards import COMPRESSIONS, EncodedRecord, compressor_threads, encode_record
 from msaformer.errors import AlignmentError, MsaformerError
 
 REJECTED_FILE = "rejected.csv"
@@ -201,10 +201,11 @@ def _outcome_stream(tasks: list[tuple], workers: int) -> Iterator[Iterator[_Outc
     import multiprocessing as mp
     import threading
 
-    # fork is instant, and safe while this process runs a single thread (the pool is made before any
-    # progress-bar thread starts); otherwise a fork server gives workers a clean interpreter
+    # fork is instant, and safe while this process runs no thread but its idle zlib helpers (the pool is
+    # made before any progress-bar thread starts); otherwise a fork server gives workers a clean interpreter
     methods = mp.get_all_start_methods()
-    method = "fork" if "fork" in methods and threading.active_count() == 1 else "forkserver" if "forkserver" in methods else "spawn"
+    single = threading.active_count() - compressor_threads() == 1
+    method = "fork" if "fork" in methods and single else "forkserver" if "forkserver" in methods else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["msaformer.data.preprocess", "msaformer.data.parsers"])

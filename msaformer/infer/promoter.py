@@ -175,13 +175,16 @@ def attention_rollout(attentions, key_padding_mask=None):
 def explain_tokens(model, tokens: list[np.ndarray], *, batch_size: int = 128) -> tuple[np.ndarray, list[np.ndarray]]:
     """Returns ``(probabilities [n], relevances)``: per nucleotide, the ``<cls>`` row of the rollout.
 
-    Each relevance array has one value per nucleotide; together with the ``<cls>`` self share they sum to 1.
+    Each relevance array has one value per nucleotide; together with the ``<cls>`` share they sum to 1. For a
+    mean-pooling model the head reads the nucleotide outputs, not ``<cls>``: the relevance is then the mean of
+    the rollout rows of the nucleotides.
     """
     import torch
 
     from msaformer.data.promoter import PAD_IDX
 
     model.eval()
+    mean_pooled = model.config.pooling == "mean"
     probs = np.empty(len(tokens))
     relevance: list[np.ndarray | None] = [None] * len(tokens)
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
@@ -192,7 +195,11 @@ def explain_tokens(model, tokens: list[np.ndarray], *, batch_size: int = 128) ->
             roll = attention_rollout(out["attentions"], batch.eq(PAD_IDX))  # (B, T, T)
             probs[index] = torch.sigmoid(out["logits"]).numpy()
             for row, i in enumerate(index):
-                relevance[i] = roll[row, 0, 1 : 1 + lengths[i]].numpy().astype(np.float64)
+                end = 1 + lengths[i]
+                if mean_pooled:  # the head reads the mean of the nucleotide outputs: average their rows
+                    relevance[i] = roll[row, 1:end, 1:end].mean(0).numpy().astype(np.float64)
+                else:
+                    relevance[i] = roll[row, 0, 1:end].numpy().astype(np.float64)
     return probs, relevance  # type: ignore[return-value]
 
 
@@ -228,21 +235,23 @@ def plot_sequence_heatmap(sequence: str, relevance: np.ndarray, path: str | Path
     width = min(n, wrap)
     grid = np.full((strips, width), np.nan)
     grid.flat[:n] = relevance
+    # Colour from the sequence's own min to max: rollout values sit close to uniform, so an absolute 0-max
+    # scale would render every cell the same grey.
+    vmin = float(np.nanmin(relevance)) if n else 0.0
     vmax = float(np.nanmax(relevance)) if n else 1.0
+    if vmax <= vmin:
+        vmax = vmin + 1e-12
     fig, axes = plt.subplots(strips, 1, figsize=(max(6.0, 0.19 * width + 1.6), 0.75 * strips + 1.0), dpi=150,
                              squeeze=False)
-    colours = {"A": "#1a9850", "C": "#2166ac", "G": "#d98c00", "T": "#b2182b"}
     for s, ax in enumerate(axes[:, 0]):
-        im = ax.imshow(grid[s : s + 1], aspect="auto", cmap="Greys", vmin=0.0, vmax=vmax,
+        im = ax.imshow(grid[s : s + 1], aspect="auto", cmap="YlOrRd", vmin=vmin, vmax=vmax,
                        extent=(0.5, width + 0.5, 0, 1))
         for j in range(width):
             pos = s * wrap + j
             if pos >= n:
                 break
-            letter = sequence[pos].upper()
-            shade = relevance[pos] / vmax if vmax > 0 else 0
-            ax.text(j + 1, 0.5, letter, ha="center", va="center", fontsize=7, family="monospace",
-                    fontweight="bold", color="white" if shade > 0.6 else colours.get(letter, "black"))
+            ax.text(j + 1, 0.5, sequence[pos].upper(), ha="center", va="center", fontsize=7,
+                    family="monospace", fontweight="bold", color="black")
         ticks = [t for t in range(10, width + 1, 10)]
         ax.set_xticks(ticks, [str(s * wrap + t) for t in ticks], fontsize=7)
         ax.set_yticks([])

@@ -168,8 +168,10 @@ class PromoterClassifier(nn.Module):
                 return Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
 
         attentions = []
+        # Equal-length batches (the common case in bucketed inference) take the unmasked attention kernel.
+        key_padding_mask = pad if bool(pad.any()) else None
         for layer in self.layers:
-            x, attn = layer(x, pad, need_weights, qk_transform)  # (B, T, D), (B, H, T, T) | None
+            x, attn = layer(x, key_padding_mask, need_weights, qk_transform)  # (B, T, D), (B, H, T, T) | None
             if need_weights:
                 attentions.append(attn)
         x = self.final_norm(x)

@@ -15,11 +15,13 @@ import os
 import signal
 from pathlib import Path
 
+from msaformer.errors import ConfigError
 from msaformer.train.config import TrainConfig, config_to_dict
 from msaformer.train.engine import (
     MetricsLogger,
     Throughput,
     build_ds_config,
+    complete_checkpoints,
     init_distributed,
     initialize,
     load_latest_checkpoint,
@@ -112,9 +114,13 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     from msaformer.model import MSALanguageModel
     from msaformer.train.engine import finish
 
-    dist_info = init_distributed()
     t, d = config.train, config.data
     run_dir = Path(config.run_dir)
+    if not t.resume and complete_checkpoints(run_dir):
+        raise ConfigError(
+            f"run_dir {run_dir} already holds checkpoints and train.resume is false; delete it or pick another run_dir"
+        )
+    dist_info = init_distributed()
     model_config = config.model_config()
     grad_accum = config.grad_accum(dist_info.world_size)
     options = config.sampling_options(model_config.max_rows)
@@ -126,6 +132,7 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     for param in model.contact_head.parameters():
         param.requires_grad_(False)
     torch.manual_seed(t.seed + 1000 * dist_info.rank)
+    params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
 
     train_set = MsaShardDataset(
         d.shards, split="train", val_fraction=d.val_fraction, options=options, mask_prob=d.mask_prob,
@@ -165,12 +172,11 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     if dist_info.is_main:
         from rich.console import Console
 
-        params = sum(p.numel() for p in model.parameters())
         Console(stderr=True).print(
             f"msaformer train: {params / 1e6:.2f}M parameters, {dist_info.world_size} rank(s) on "
             f"{dist_info.device.type}, ZeRO-{ds_config['zero_optimization']['stage']}, "
             f"{'bf16' if ds_config['bf16']['enabled'] else 'fp32'}, {len(train_set)} train / {len(val_set)} val "
-            f"MSAs, {'resuming at step ' + str(start_step) if start_step else 'from scratch'}", highlight=False)
+            f"MSAs, {'resuming at step ' + str(start_step) if start_step else 'from scratch'}", highlight=False, soft_wrap=True)
 
     sampler = StreamBatchSampler(
         len(train_set), micro_batch_size=t.micro_batch_size, rank=dist_info.rank,

@@ -47,6 +47,12 @@ class PromoterOptimConfig:
     eval_every: int = 0  # evaluate dev every N optimizer steps; 0 = after every epoch
     patience: int = 0  # stop after N evaluations without a better dev MCC; 0 = never
 
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
 
 @dataclass(frozen=True)
 class PromoterTrainConfig:
@@ -210,7 +216,8 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
 
     opt = cfg.optim
     model = PromoterClassifier(cfg.model)
-    steps_per_epoch = math.ceil(len(train) / opt.batch_size / dist.world_size)
+    # Every rank must take the same number of steps (gradient all-reduce): drop the remainder batches.
+    steps_per_epoch = max(1, math.ceil(len(train) / opt.batch_size) // dist.world_size)
     total_steps = max(1, steps_per_epoch * opt.epochs)
     ds_config = build_ds_config(
         dict(cfg.deepspeed), micro_batch_size=opt.batch_size, grad_accum_steps=1,
