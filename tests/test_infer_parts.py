@@ -32,6 +32,21 @@ def test_directory_inputs_are_streamed_in_order_with_errors_as_items():
     assert not items[3].error.startswith(str(DATA))  # source is not repeated in the reason
 
 
+def test_archive_members_and_blocks_get_their_own_names(tmp_path):
+    import tarfile
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.a3m").write_text(">q\nMKV\n")
+    (tmp_path / "a" / "two.a3m.gz").write_bytes(__import__("gzip").compress(b">q\nMKVW\n"))
+    with tarfile.open(tmp_path / "run.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "a", arcname="a")
+    (tmp_path / "blocks.a3m").write_bytes(b">q\nMKV\n\x00>r\nACDE\n")
+    items = list(iter_inputs([tmp_path / "run.tar.gz", tmp_path / "blocks.a3m"]))
+    assert sorted(i.name for i in items[:2]) == ["one", "two"]
+    assert [i.name for i in items[2:]] == ["blocks#0", "blocks#1"]
+    assert [i.msa.length for i in items[2:]] == [3, 4]
+
+
 def test_expand_inputs_errors_and_names(tmp_path):
     with pytest.raises(MsaformerError, match="input not found"):
         expand_inputs([tmp_path / "nope.a3m"])

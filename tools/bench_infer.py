@@ -42,7 +42,11 @@ def _worker(args: argparse.Namespace) -> dict:
     overrides = {"max_positions": 1024, "max_rows": 1024} if args.preset == "tiny" else {}
     model = MSALanguageModel(MsaModelConfig.preset(args.preset, **overrides))
     n_params = sum(p.numel() for p in model.parameters())
-    result = {"preset": args.preset, "params": n_params, "device": args.device, "threads": torch.get_num_threads()}
+    from msaformer.infer.msa import resolve_device
+
+    device = str(resolve_device(args.device))
+    result = {"preset": args.preset, "params": n_params, "device": device, "threads": torch.get_num_threads(),
+              "toks_per_batch": args.toks_per_batch}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         if args.large:
             depth, length = (int(x) for x in args.large.split("x"))
@@ -66,7 +70,7 @@ def _worker(args: argparse.Namespace) -> dict:
                 include=tuple(args.include.split(",")), max_seqs=args.max_seqs, toks_per_batch=args.toks_per_batch,
                 device=args.device, dtype=args.dtype, on_error="skip", progress=False,
             )  # fmt: skip
-            if args.device != "cpu":  # warm-up (CUDA context, kernels), not timed
+            if device != "cpu":  # warm-up (CUDA context, kernels), not timed
                 embed(files[:1] if args.files else [DATA / "hmmer" / "fn3.sto"], ckpt, Path(tmp) / "w.h5", opts)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -81,7 +85,7 @@ def _worker(args: argparse.Namespace) -> dict:
     result["msas_per_s"] = result["ok"] / result["seconds"]
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-    if torch.cuda.is_available() and args.device != "cpu":
+    if device != "cpu":
         result["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
         result["gpu"] = torch.cuda.get_device_name()
     return result
@@ -121,11 +125,11 @@ def main() -> None:
             raise SystemExit(f"benchmark worker for {preset} failed")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
 
-    print("| model | params | device | inputs | MSAs ok | rows | s | MSAs/s | tokens/s | peak RSS GiB | peak GPU GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | params | device | inputs | MSAs ok | rows | toks/batch | s | MSAs/s | tokens/s | peak RSS GiB | peak GPU GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r.get('gpu', r['device'])} | {r['files']} | {r['ok']} | "
-              f"{args.max_seqs if not args.large else args.large.split('x')[0]} | {r['seconds']:.1f} | "
+              f"{args.max_seqs if not args.large else args.large.split('x')[0]} | {r['toks_per_batch']} | {r['seconds']:.1f} | "
               f"{r['msas_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_rss_gib']:.2f} | "
               f"{r.get('peak_cuda_gib', float('nan')):.2f} |")  # fmt: skip
     if args.json:

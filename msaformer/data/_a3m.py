@@ -113,8 +113,8 @@ class A3mBlock:
             raise AlignmentError(f"{self.where}: no sequences found (no '>' header line)")
 
         header_starts = self.bounds[headers]
-        names = self._names(headers)
-        pseudo = self._pseudo(header_starts, names)
+        names, header_text = self._names(headers)
+        pseudo = self._pseudo(header_starts, names, header_text)
         if pseudo.all():
             raise AlignmentError(f"{self.where}: no sequences found (only hh-suite pseudo-sequences such as >ss_pred)")
 
@@ -154,21 +154,25 @@ class A3mBlock:
         kept_names = [names[i] for i in kept.tolist()] if pseudo.any() else names
         return kept_names, tokens, deletions, metadata
 
-    def _names(self, headers: np.ndarray) -> list[str]:
-        """Return the stripped header text after '>' of every header line (one decode for the whole block)."""
+    def _names(self, headers: np.ndarray) -> tuple[list[str], bytes]:
+        """Return the stripped header text after '>' of every header line (one decode for the whole block),
+        and the raw header bytes joined by newlines."""
         starts = (self.bounds[headers] + 1).tolist()
         ends = (self.bounds[headers + 1] - (self.arr[self.bounds[headers + 1] - 1] == 10)).tolist()
         data = self.data
-        names = decode_text(b"\n".join([data[s:e] for s, e in zip(starts, ends)])).split("\n")
+        joined = b"\n".join([data[s:e] for s, e in zip(starts, ends)])
+        names = decode_text(joined).split("\n")
         # Strip only if some header starts or ends with whitespace (CRLF files, '> name', trailing tabs).
         first = self.arr[np.minimum(self.bounds[headers] + 1, self.arr.size - 1)]
         last = self.arr[np.asarray(ends) - 1]
         for i in np.flatnonzero(_MAY_STRIP[first] | _MAY_STRIP[last]).tolist():
             names[i] = names[i].strip()
-        return names
+        return names, joined
 
-    def _pseudo(self, header_starts: np.ndarray, names: list[str]) -> np.ndarray:
+    def _pseudo(self, header_starts: np.ndarray, names: list[str], header_text: bytes) -> np.ndarray:
         """Return a mask of hh-suite pseudo-sequence records (names starting with ss_, sa_ or aa_)."""
+        if not any(prefix.encode() in header_text for prefix in PSEUDO_PREFIXES):
+            return np.zeros(header_starts.size, dtype=bool)
         at = np.minimum(header_starts[:, None] + np.arange(1, 4), self.arr.size - 1)
         b1, b2, b3 = self.arr[at].T
         s, a = ord("s"), ord("a")

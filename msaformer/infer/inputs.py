@@ -26,8 +26,8 @@ class InputItem:
 
     Attributes:
         ordinal: position in the whole input stream (0-based); output indexes are sorted by it.
-        name: a human name: the file name without alignment suffixes (``1a3a_1_A``), plus ``::member`` /
-            ``#block`` for archive members and multi-block files, or the shard record's name.
+        name: a human name: the file name without alignment suffixes (``1a3a_1_A``; for an archive member,
+            the member's), plus ``#k`` for the k-th block of a multi-block file, or the shard record's name.
         source: where it came from: the file path, or for a shard record its original source followed by
             ``(shard_dir/msa-00000.h5[record])``.
         msa: the alignment; ``None`` when ``error`` is set.
@@ -74,13 +74,16 @@ def is_shard_dir(path: Path) -> bool:
     return path.is_dir() and (path / "index.csv").is_file() and any(path.glob("msa-*.h5"))
 
 
-def _item_name(base: str, msa: Msa, path: Path, count: int) -> str:
-    """Returns the name of one alignment of a file holding ``count`` of them."""
-    if count == 1:
-        return base
-    # parsers record members as "path::member" and blocks as "path#k"; keep that distinguishing tail
+def _item_name(base: str, msa: Msa, path: Path) -> str:
+    """Returns the name of one alignment of a file holding several: an archive member's own name
+    (``run.tar.gz::a/x.a3m`` -> ``x``), and ``#k`` for the k-th block of a multi-block file."""
     tail = msa.source[len(str(path)) :] if msa.source.startswith(str(path)) else ""
-    return base + tail if tail else f"{base}#{msa.source or '?'}"
+    if not tail:
+        return f"{base}#{msa.source or '?'}"
+    if tail.startswith("::"):
+        member, hash_, block = tail[2:].rpartition("#") if "#" in tail else (tail[2:], "", "")
+        return display_name(Path(member)) + (f"#{block}" if hash_ else "")
+    return base + tail
 
 
 def _read_file(path: Path) -> list[tuple[str, str, Msa | None, str | None]]:
@@ -98,7 +101,7 @@ def _read_file(path: Path) -> list[tuple[str, str, Msa | None, str | None]]:
         return [(base, str(path), None, "no alignment found (empty file)")]
     out = []
     for k, msa in enumerate(msas):
-        name = base if len(msas) == 1 else _item_name(base, msa, path, len(msas))
+        name = base if len(msas) == 1 else _item_name(base, msa, path)
         if msa.depth == 0 or msa.length == 0:
             out.append((name, msa.source or str(path), None, "empty alignment"))
         else:

@@ -420,7 +420,8 @@ class _progress:
         from msaformer.cli._common import console
 
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                            TextColumn("{task.completed} sequences"), TimeElapsedColumn(), console=console)
+                            TextColumn("{task.completed} sequences"), TimeElapsedColumn(), console=console,
+                            transient=True)
         self.bar.start()
         task = self.bar.add_task(self.label, total=None)
         return lambda n: self.bar.advance(task, n)
