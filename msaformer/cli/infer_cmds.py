@@ -12,10 +12,10 @@ import typer
 from msaformer.cli._common import console, user_errors
 from msaformer.errors import MsaformerError
 
-_INPUTS_HELP = "Alignment files (.a3m/.a2m/.fasta/.sto, optionally .gz or .tar.gz), directories of them, or shard directories."
+_INPUTS_HELP = "Alignment files (.a3m .a2m .fasta .sto ..., also .gz, .tar.gz), directories of them, shard directories."
 
 
-_MAX_SEQS_HELP = "Rows kept per MSA, query included (default: 256, or the model's max_rows if smaller); 0 = all."
+_MAX_SEQS_HELP = "Rows kept per MSA, query included (default: 256, or the model's max_rows if fewer); 0 = all."
 
 
 def _split_csv(text: str, option: str) -> tuple[str, ...]:
@@ -65,23 +65,78 @@ def _report(summary, what: str) -> None:
         console.print(f"[yellow]... and {len(summary.errors) - 5} more (see the index)[/]", highlight=False)
 
 
+# Options shared by the commands (a fresh OptionInfo per use).
+def _checkpoint_opt():
+    return typer.Option(..., "--checkpoint", "-c", help="Model file (save_model, export-weights or convert-esm).")
+
+
+def _index_opt():
+    return typer.Option(None, "--index", help="Index CSV (default: OUT with suffix .csv).")
+
+
+def _max_seqs_opt():
+    return typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False)
+
+
+def _subsample_opt():
+    return typer.Option("first", "--subsample", help="Row subsampling: first, random or greedy_diverse.")
+
+
+def _seed_opt():
+    return typer.Option(0, help="Seed of --subsample random.")
+
+
+def _toks_opt():
+    return typer.Option(
+        2**16, "--toks-per-batch",
+        help="Padded tokens per forward, rows x (columns + 1) summed; also the chunking budget of larger MSAs.",
+    )  # fmt: skip
+
+
+def _device_opt():
+    return typer.Option("auto", help="auto (CUDA when visible), cpu or cuda.")
+
+
+def _dtype_opt():
+    return typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+
+
+def _on_error_opt():
+    return typer.Option(
+        "fail", "--on-error",
+        help="fail: stop at the first unusable MSA and write nothing; skip: record it in the index and go on.",
+    )  # fmt: skip
+
+
+def _plot_opt():
+    return typer.Option(False, "--plot", help="Also write a contact-map PNG per MSA into OUT_plots/.")
+
+
+def _quiet_opt():
+    return typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
 def embed_cmd(
     inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file (save_model / export-weights / convert-esm)."),
+    checkpoint: Path = _checkpoint_opt(),
     out: Path = typer.Option(..., "--out", "-o", help="HDF5 file to write (atomically)."),
-    index: Path = typer.Option(None, "--index", help="Index CSV (default: OUT with suffix .csv)."),
-    include: str = typer.Option("per_tok,mean,contacts,logits", help="Comma-separated: per_tok, mean, contacts, logits, contacts_csv."),
-    repr_layers: str = typer.Option("-1", "--repr-layers", help="Comma-separated layers; 0 = embeddings, negative counts from the end."),
-    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
-    subsample_mode: str = typer.Option("first", "--subsample", help="Row subsampling: first, random or greedy_diverse."),
-    seed: int = typer.Option(0, help="Seed of --subsample random."),
-    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Padded tokens per forward (rows x (cols+1) summed); also the chunking budget for larger MSAs."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
-    on_error: str = typer.Option("fail", "--on-error", help="fail: stop at the first unusable MSA, writing nothing; skip: record it in the index and go on."),
-    plot: bool = typer.Option(False, "--plot", help="Also write a contact-map PNG per MSA into OUT_plots/."),
+    index: Path = _index_opt(),
+    include: str = typer.Option(
+        "per_tok,mean,contacts,logits", help="Comma-separated: per_tok, mean, contacts, logits, contacts_csv."
+    ),
+    repr_layers: str = typer.Option(
+        "-1", "--repr-layers", help="Comma-separated layers: 0 = embeddings, negative = counted from the end."
+    ),
+    max_seqs: Optional[int] = _max_seqs_opt(),
+    subsample_mode: str = _subsample_opt(),
+    seed: int = _seed_opt(),
+    toks_per_batch: int = _toks_opt(),
+    device: str = _device_opt(),
+    dtype: str = _dtype_opt(),
+    on_error: str = _on_error_opt(),
+    plot: bool = _plot_opt(),
     top_contacts: int = typer.Option(0, "--top-contacts", help="With contacts_csv: pairs kept per range class (0 = all)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Embeddings, contacts and logits of the query of every MSA: one HDF5 group per MSA plus an index CSV."""
     from msaformer.infer.msa import EmbedOptions, embed
@@ -99,19 +154,19 @@ def embed_cmd(
 
 def contacts_cmd(
     inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file."),
+    checkpoint: Path = _checkpoint_opt(),
     out: Path = typer.Option(..., "--out", "-o", help="HDF5 file of contact maps; ranked CSVs go to OUT_contacts/."),
-    index: Path = typer.Option(None, "--index", help="Index CSV (default: OUT with suffix .csv)."),
-    top: int = typer.Option(0, "--top", help="Pairs kept per range class in each ranked CSV (0 = all with separation >= 6)."),
-    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
-    subsample_mode: str = typer.Option("first", "--subsample", help="first, random or greedy_diverse."),
-    seed: int = typer.Option(0, help="Seed of --subsample random."),
-    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Padded tokens per forward; chunking budget."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, bf16 or fp32."),
-    on_error: str = typer.Option("fail", "--on-error", help="fail or skip."),
-    plot: bool = typer.Option(False, "--plot", help="Also write a contact-map PNG per MSA into OUT_plots/."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    index: Path = _index_opt(),
+    top: int = typer.Option(0, "--top", help="Pairs kept per range class in each ranked CSV (0 = all, separation >= 6)."),
+    max_seqs: Optional[int] = _max_seqs_opt(),
+    subsample_mode: str = _subsample_opt(),
+    seed: int = _seed_opt(),
+    toks_per_batch: int = _toks_opt(),
+    device: str = _device_opt(),
+    dtype: str = _dtype_opt(),
+    on_error: str = _on_error_opt(),
+    plot: bool = _plot_opt(),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Contact maps of every MSA's query, plus a ranked CSV per MSA (long range first, then medium, short)."""
     from msaformer.infer.msa import EmbedOptions, embed
@@ -128,15 +183,17 @@ def contacts_cmd(
 
 def score_variants_cmd(
     msa: Path = typer.Option(..., "--msa", help="The alignment of the protein (query = first row)."),
-    mutations: Path = typer.Option(..., "--mutations", help="CSV with a 'mutation' (or 'mutant') column, or one mutation per line: A23V, A23V:G40W."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Model file."),
+    mutations: Path = typer.Option(
+        ..., "--mutations", help="CSV with a 'mutation' (or 'mutant') column, or one per line: A23V, A23V:G40W."
+    ),
+    checkpoint: Path = _checkpoint_opt(),
     out: Path = typer.Option(..., "--out", "-o", help="CSV to write: the input columns plus 'score'."),
-    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help=_MAX_SEQS_HELP, show_default=False),
-    subsample_mode: str = typer.Option("first", "--subsample", help="first, random or greedy_diverse."),
-    seed: int = typer.Option(0, help="Seed of --subsample random."),
-    toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Tokens per forward (masked copies are batched)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, bf16 or fp32."),
+    max_seqs: Optional[int] = _max_seqs_opt(),
+    subsample_mode: str = _subsample_opt(),
+    seed: int = _seed_opt(),
+    toks_per_batch: int = _toks_opt(),
+    device: str = _device_opt(),
+    dtype: str = _dtype_opt(),
 ) -> None:
     """Zero-shot masked-marginal variant scores: log p(mutant) - log p(wild type), the position masked."""
     from msaformer.infer.variants import score_variants

@@ -52,7 +52,8 @@ def write_ranked_contacts(path: str | Path, contacts: np.ndarray, top: int | Non
 
 
 def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> None:
-    """Saves a PNG of a contact map: probabilities below the diagonal, top-L long/medium pairs above it."""
+    """Saves a PNG of a contact map: probabilities below the diagonal (colour range = the map's 1st-99th
+    percentile), the top-L medium/long-range pairs above it."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -62,17 +63,21 @@ def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> No
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     try:
         lower = np.where(np.tril(np.ones_like(contacts, dtype=bool)), contacts, np.nan)
-        image = ax.imshow(lower, cmap="Blues", vmin=0.0, vmax=1.0, origin="upper", interpolation="nearest")
+        # colour range from the map itself (1st-99th percentile of pairs >= 6 apart), so an untrained or
+        # low-confidence contact head still shows its structure; the colour bar gives the real values
+        ii, jj = np.triu_indices(length, k=MIN_SEPARATION)
+        vmin, vmax = (np.percentile(contacts[ii, jj], [1, 99]) if ii.size else (0.0, 1.0))
+        if not vmax - vmin > 1e-6:
+            vmin, vmax = 0.0, 1.0
+        image = ax.imshow(lower, cmap="Blues", vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest")
         top = [r for r in rank_contacts(contacts) if r[4] != "short"][:length]
         if top:
-            ax.scatter([r[1] - 1 for r in top], [r[0] - 1 for r in top], s=4, c="tab:red", marker="s",
-                       linewidths=0, label=f"top-L (s>=12): {len(top)}")  # fmt: skip
-            ax.legend(loc="lower left", fontsize=7, frameon=False)
+            ax.scatter([r[1] - 1 for r in top], [r[0] - 1 for r in top], s=4, c="tab:red", marker="s", linewidths=0)
         ax.set_xlim(-0.5, length - 0.5)
         ax.set_ylim(length - 0.5, -0.5)
         ax.set_xlabel("residue j (query column)")
         ax.set_ylabel("residue i (query column)")
-        ax.set_title(title or "predicted contacts", fontsize=9)
+        ax.set_title(f"{title or 'predicted contacts'}\nred: top-{len(top)} pairs with separation >= 12", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)")
         fig.tight_layout()
         fig.savefig(path, format="png")
