@@ -18,15 +18,19 @@ import pytest
 from msaformer.data.msa import Msa
 from msaformer.data.parsers import parse_alignment
 from msaformer.data.shards import (
+    CHUNK_BYTES,
     FORMAT_VERSION,
     INDEX_COLUMNS,
+    NAMES_CHUNK_BYTES,
     ShardReader,
     ShardWriter,
     check_shard,
+    deflate_codec,
     encode_chunks,
     export_a3m,
     summarize,
 )
+from msaformer.data.shard_writer import use_deflate
 from msaformer.errors import ShardError
 
 LETTERS = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYX-", dtype=np.uint8)
@@ -96,6 +100,74 @@ def test_encode_chunks_pads_and_shares_zero_chunks():
     assert packed[0] is packed[1] and packed[3] is not packed[0]  # all-zero chunks: one shared encoding
 
 
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_many_tiny_records_take_about_their_own_size_on_disk(tmp_path, compression):
+    rng = np.random.default_rng(5)
+    msas = [make_msa(rng, 11, 53, f"t{i}") for i in range(301)]
+    write(tmp_path, msas, compression=compression)
+    data = sum(2 * m.tokens.size + sum(len(n.encode()) + 1 for n in m.names) for m in msas)
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.h5"))
+    # per-record chunk alignment would take 301 * (2 * 64 KiB + 16 KiB) = 44 MB; packing takes ~data + index
+    assert on_disk < 2 * data, (on_disk, data)
+    reader = ShardReader(tmp_path)
+    for k in (0, 1, 150, 300):
+        assert_same(reader[k], msas[k])
+        np.testing.assert_array_equal(reader.read(k, max_rows=4).tokens, msas[k].tokens[:4])
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_large_records_between_small_ones_round_trip(tmp_path, compression):
+    rng = np.random.default_rng(7)
+    rows_exact = CHUNK_BYTES // 128  # exactly a whole number of chunks, no tail
+    shapes = [(3, 5), (131, 503), (1, 9), (rows_exact, 256), (7, 3), (2, 1), (67, 1001), (131, 503), (3, 3)]
+    msas = [make_msa(rng, n, l, f"x{i}") for i, (n, l) in enumerate(shapes)]
+    msas[3] = Msa(names=[f"n{k}" * 40 for k in range(rows_exact)], tokens=msas[3].tokens,
+                  deletions=np.zeros_like(msas[3].deletions), source="big")  # fmt: skip  (names > 1 chunk)
+    write(tmp_path, msas, compression=compression, shard_size_records=5)
+    reader = ShardReader(tmp_path)
+    for k, m in enumerate(msas):
+        assert_same(reader[k], m)
+        assert reader.read(k, max_rows=2).names == m.names[:2]
+    for shard in ("msa-00000.h5", "msa-00001.h5"):
+        with h5py.File(tmp_path / shard, "r") as f:
+            rec = f["records"]
+            offset, cells = rec["offset"][:], rec["n_seq"][:].astype(np.int64) * rec["n_res"][:]
+            names_offset, names_length = rec["names_offset"][:], rec["names_length"][:]
+            assert offset[-1] == f["tokens"].shape[0] == f["deletions"].shape[0] == offset[-2] + cells[-1]
+            assert names_offset[-1] == f["row_names"].shape[0] == names_offset[-2] + names_length[-1]
+            if compression == "none":  # no padding at all
+                assert offset[1:].tolist() == np.cumsum(cells).tolist()
+                assert names_offset[1:].tolist() == np.cumsum(names_length).tolist()
+                continue
+            # gzip: records of at least one chunk start on a chunk boundary; smaller ones are packed
+            for starts, sizes, chunk in ((offset, cells, CHUNK_BYTES), (names_offset, names_length, NAMES_CHUNK_BYTES)):
+                for k, (start, size) in enumerate(zip(starts[:-1], sizes)):
+                    if size >= chunk:
+                        assert start % chunk == 0
+                    else:  # right after the previous record, even when that one was aligned
+                        assert start == (starts[k - 1] + sizes[k - 1] if k else 0)
+            assert any(names_length >= NAMES_CHUNK_BYTES) == (shard == "msa-00000.h5")
+
+
+@pytest.mark.parametrize("codec", ["zlib", "isal"])
+def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, msas, codec):
+    if codec == "isal":
+        pytest.importorskip("isal")
+    try:
+        assert use_deflate(codec) == codec == deflate_codec()
+        write(tmp_path, msas, compression="gzip")
+    finally:
+        use_deflate()
+    with h5py.File(tmp_path / "msa-00000.h5", "r") as f:  # HDF5's own gzip filter decodes the chunks
+        assert f["tokens"].compression == "gzip"
+        assert f["tokens"][:].tobytes() == b"".join(m.tokens.tobytes() for m in msas)
+        assert f["deletions"][:].tobytes() == b"".join(m.deletions.tobytes() for m in msas)
+        chunk = f["tokens"].id.read_direct_chunk((0,))[1]
+        assert zlib.decompress(chunk)[: msas[0].tokens.size] == msas[0].tokens.tobytes()
+    with pytest.raises(ShardError, match="MSAFORMER_DEFLATE"):
+        use_deflate("lz4")
+
+
 def test_shard_size_in_cells_closes_shards(tmp_path, msas):
     write(tmp_path, msas, shard_size_bytes=200)  # 13x22 = 286 cells: the first record fills a shard by itself
     assert ShardReader(tmp_path).index["shard"].iloc[0] == "msa-00000.h5"
@@ -130,7 +202,8 @@ def test_plain_h5py_reads_the_documented_schema(tmp_path, msas):
         names = f["row_names"][a : a + rec["names_length"][i]].tobytes().decode().split("\n")[:-1]
         assert rec["name"].asstr()[i] == "m2_row0" and rec["hash"][i].decode() == msas[2].content_hash()
         assert rec["offset"].shape == (4,) and rec["offset"][-1] == f["tokens"].shape[0]
-        assert rec["offset"][-1] == rec["offset"][2] + 5 and rec["offset"][2] % f.attrs["chunk_bytes"] == 0
+        # small records are packed back to back: offsets are the running sums of n_seq * n_res
+        assert rec["offset"][:].tolist() == [0, 13 * 22, 13 * 22 + 7, 13 * 22 + 7 + 5]
         assert f["tokens"].compression == "gzip" and f["tokens"].chunks == (f.attrs["chunk_bytes"],)
     np.testing.assert_array_equal(tokens, msas[2].tokens)
     assert names == msas[2].names

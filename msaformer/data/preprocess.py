@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from msaformer.data.msa import Msa
-from msaformer.data.shards import COMPRESSIONS, EncodedRecord, compressor_threads, encode_record
+from msaformer.data.shard_writer import COMPRESSIONS, EncodedRecord, compressor_threads, encode_record
 from msaformer.errors import AlignmentError, MsaformerError
 
 REJECTED_FILE = "rejected.csv"
@@ -243,7 +243,7 @@ def preprocess(
         overwrite: replace the shards already in ``out_dir``.
         progress: called after every input with the running totals.
     """
-    from msaformer.data.shards import ShardWriter
+    from msaformer.data.shard_writer import ShardWriter
 
     if compression not in COMPRESSIONS:
         raise MsaformerError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")

@@ -241,8 +241,8 @@ def plot_sequence_heatmap(sequence: str, relevance: np.ndarray, path: str | Path
     vmax = float(np.nanmax(relevance)) if n else 1.0
     if vmax <= vmin:
         vmax = vmin + 1e-12
-    fig, axes = plt.subplots(strips, 1, figsize=(max(6.0, 0.19 * width + 1.6), 0.75 * strips + 1.0), dpi=150,
-                             squeeze=False)
+    fig, axes = plt.subplots(strips, 1, figsize=(max(6.0, 0.19 * width + 1.6), 1.0 * strips + 0.8), dpi=150,
+                             squeeze=False, gridspec_kw={"hspace": 0.9})
     for s, ax in enumerate(axes[:, 0]):
         im = ax.imshow(grid[s : s + 1], aspect="auto", cmap="YlOrRd", vmin=vmin, vmax=vmax,
                        extent=(0.5, width + 0.5, 0, 1))

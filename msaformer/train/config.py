@@ -65,6 +65,7 @@ class TrainSection:
     keep_last: int = 3
     seed: int = 0
     resume: bool = True  # continue from run_dir's latest checkpoint when there is one
+    threads: int | None = None  # CPU only: torch intra-op threads per rank (None: OMP_NUM_THREADS / cores per rank)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
         _positive("train", name, getattr(t, name), allow_zero=True)
     if t.grad_accum_steps is not None:
         _positive("train", "grad_accum_steps", t.grad_accum_steps)
+    if t.threads is not None:
+        _positive("train", "threads", t.threads)
     if t.global_batch_size is not None:
         _positive("train", "global_batch_size", t.global_batch_size)
         if t.global_batch_size % t.micro_batch_size:

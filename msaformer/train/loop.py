@@ -121,6 +121,9 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
             f"run_dir {run_dir} already holds checkpoints and train.resume is false; delete it or pick another run_dir"
         )
     dist_info = init_distributed()
+    if t.threads and dist_info.device.type == "cpu":
+        # small models gain nothing from intra-op threads, and on a busy CPU they lose a lot (25x seen)
+        torch.set_num_threads(t.threads)
     model_config = config.model_config()
     grad_accum = config.grad_accum(dist_info.world_size)
     options = config.sampling_options(model_config.max_rows)
@@ -163,6 +166,22 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     if state is not None:
         start_step = int(state["step"])
         position = int(state["data"]["consumed"])
+        changed = [
+            f"{what} {before} -> {now}"
+            for what, before, now in (
+                ("training records", state["data"].get("n_records"), len(train_set)),
+                ("ranks", state.get("world_size"), dist_info.world_size),
+                ("micro batch size", state.get("micro_batch_size"), t.micro_batch_size),
+            )
+            if before is not None and before != now
+        ]
+        if changed and dist_info.is_main:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"[yellow]warning:[/] resuming {state['tag']} with {', '.join(changed)}: the data stream continues "
+                "from the same position, but batches will differ from an uninterrupted run", highlight=False,
+                soft_wrap=True)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(run_dir / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
