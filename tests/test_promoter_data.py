@@ -144,3 +144,14 @@ def test_length_buckets_cover_everything_once_and_respect_budget():
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
     other = length_bucketed_batches(lengths, 17, max_tokens=700, shuffle=True, seed=6)
     assert not all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(batches, other))
+
+
+def test_gzipped_fasta_streams(tmp_path):
+    import gzip
+
+    path = tmp_path / "reads.fa.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(">r1 label=1\nACGT\nNNRY\n>r2 label=0\ngattaca\n")
+    assert detect_promoter_format(path) == "fasta"
+    assert list(iter_promoter_records(path)) == [("r1", "ACGTNNRY"), ("r2", "gattaca")]
+    assert read_promoters(path, require_labels=True).labels.tolist() == [1, 0]

@@ -168,6 +168,20 @@ def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, msas, codec):
         use_deflate("lz4")
 
 
+def test_deflate_falls_back_to_zlib_without_isal(tmp_path, msas, monkeypatch):
+    monkeypatch.setitem(sys.modules, "isal", None)  # import isal now raises ImportError
+    monkeypatch.setenv("MSAFORMER_DEFLATE", "auto")
+    try:
+        assert use_deflate() == "zlib"
+        with pytest.raises(ShardError, match="pip install isal"):
+            use_deflate("isal")
+        write(tmp_path, msas[:2])
+    finally:
+        monkeypatch.undo()
+        use_deflate()
+    assert_same(ShardReader(tmp_path)[1], msas[1])
+
+
 def test_shard_size_in_cells_closes_shards(tmp_path, msas):
     write(tmp_path, msas, shard_size_bytes=200)  # 13x22 = 286 cells: the first record fills a shard by itself
     assert ShardReader(tmp_path).index["shard"].iloc[0] == "msa-00000.h5"

@@ -114,7 +114,7 @@ def cmd_throughput(args) -> None:
     import torch
 
     from msaformer.infer.promoter import predict_file
-    from msaformer.model.promoter import PromoterClassifier, PromoterModelConfig, save_promoter_model
+    from msaformer.model.promoter import PromoterClassifier, save_promoter_model
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

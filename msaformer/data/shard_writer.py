@@ -127,14 +127,19 @@ def use_deflate(codec: str | None = None) -> str:
     """
     wanted = (codec if codec is not None else os.environ.get("MSAFORMER_DEFLATE", "") or "auto").strip().lower()
     if wanted not in DEFLATE_CODECS:
-        raise ShardError(f"deflate encoder {wanted!r} (MSAFORMER_DEFLATE) is unknown; choose one of {', '.join(DEFLATE_CODECS)}")
+        raise ShardError(
+            f"deflate encoder {wanted!r} (MSAFORMER_DEFLATE) is unknown; choose one of {', '.join(DEFLATE_CODECS)}"
+        )
     name, fn = "zlib", _zlib_deflate
     if wanted != "zlib":
         try:
             from isal import isal_zlib
         except ImportError:
             if wanted == "isal":
-                raise ShardError("deflate encoder 'isal' asked for, but the isal package is not installed: pip install isal") from None
+                raise ShardError(
+                    "deflate encoder 'isal' asked for (MSAFORMER_DEFLATE), but the isal package is not installed: "
+                    "pip install isal"
+                ) from None
         else:
             name, fn = "isal", lambda chunk, _compress=isal_zlib.compress: _compress(chunk, 1)
     _DEFLATE.update(name=name, fn=fn)
