@@ -85,3 +85,32 @@ def test_convert_errors(tmp_path):
     assert result.exit_code == 1 and "not an MSA Transformer" in result.output
     with pytest.raises(CheckpointError):
         from_fair_esm({"weights": {}})
+
+
+def test_convert_names_the_file_at_fault(tmp_path):
+    # garbage, a bare state dict, an msaformer model file, and the model file given as contact regression
+    runner = CliRunner()
+    config = MsaModelConfig.preset("tiny", max_rows=1024, num_layers=1)
+    esm_model = build_fair_esm(config, seed=5, perturb=0.05)
+    ckpt, _ = release_format(esm_model)
+    torch.save(ckpt, tmp_path / "esm_msa.pt")
+    (tmp_path / "junk.pt").write_bytes(b"garbage\n")
+    torch.save(esm_model.state_dict(), tmp_path / "state.pt")
+    from msaformer.model import save_model
+
+    save_model(from_fair_esm(esm_model), tmp_path / "ours.pt")
+    cases = [
+        (["junk.pt"], "junk.pt: not a torch.save file"),
+        (["state.pt"], "state.pt: expected a fair-esm MSA Transformer release file"),
+        (["ours.pt"], "ours.pt: .*found an msaformer model file"),
+        (["esm_msa.pt", "--contact-regression", str(tmp_path / "esm_msa.pt")], "esm_msa.pt: not a contact-regression file"),
+    ]
+    for args, pattern in cases:
+        args = [str(tmp_path / args[0]), *args[1:]]
+        result = runner.invoke(app, ["convert-esm", *args, "--out", str(tmp_path / "m.pt")])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        import re
+
+        assert re.search(pattern, " ".join(result.output.split())), result.output
+    assert not (tmp_path / "m.pt").exists()

@@ -236,6 +236,8 @@ def test_option_errors(checkpoint, tmp_path):
         EmbedOptions(include=("per_tok", "attention"))
     with pytest.raises(MsaformerError, match="--subsample"):
         EmbedOptions(subsample="best")
+    with pytest.raises(MsaformerError, match="--top-contacts .* got -3"):
+        EmbedOptions(include=("contacts_csv",), top_contacts=-3)  # would silently drop the last 3 pairs
     with pytest.raises(MsaformerError, match="--repr-layers 4"):
         embed([SMALL["fn3"][0]], checkpoint, tmp_path / "r.h5", _opts(repr_layers=(4,)))
     with pytest.raises(MsaformerError, match="input not found"):

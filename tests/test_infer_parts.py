@@ -47,6 +47,19 @@ def test_archive_members_and_blocks_get_their_own_names(tmp_path):
     assert [i.msa.length for i in items[2:]] == [3, 4]
 
 
+def test_parser_errors_name_the_file_once(tmp_path):
+    # a file that is not an alignment, and one whose NUL-separated block is bad: the reason must not
+    # repeat the path (the index and the error line prefix it with the source)
+    (tmp_path / "junk.a3m").write_bytes(b"\x01\x02\x03")
+    (tmp_path / "blocks.a3m").write_bytes(b">q\nMKV\n\x00>r\nAC1E\n")
+    (tmp_path / "junk.ali").write_bytes(b"CLUSTAL W\n")
+    items = list(iter_inputs([tmp_path / "junk.a3m", tmp_path / "blocks.a3m", tmp_path / "junk.ali"]))
+    for item in items:
+        assert item.msa is None and str(tmp_path) not in item.error, item.error
+    assert items[1].source == f"{tmp_path / 'blocks.a3m'}#1" and items[1].error.startswith("line 4: ")
+    assert items[2].source == str(tmp_path / "junk.ali") and items[2].error.startswith("unknown alignment format")
+
+
 def test_expand_inputs_errors_and_names(tmp_path):
     with pytest.raises(MsaformerError, match="input not found"):
         expand_inputs([tmp_path / "nope.a3m"])
@@ -196,3 +209,12 @@ def test_writer_is_atomic_and_sorts_index(tmp_path):
 
     with h5py.File(out) as h5:
         assert list(h5) == ["g"] and h5.attrs["n_records"] == 1
+
+
+def test_writer_refuses_a_directory_as_output_before_any_work(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(MsaformerError, match="--out .* is a directory"):
+        ResultWriter(tmp_path / "d")
+    with pytest.raises(MsaformerError, match="--index .* is a directory"):
+        ResultWriter(tmp_path / "r.h5", index=tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]

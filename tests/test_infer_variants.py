@@ -114,3 +114,25 @@ def test_score_variants_file_round_trip(model, tmp_path):
     with pytest.raises(MsaformerError, match="not found"):
         score_variants(tmp_path / "nope.a3m", table, ckpt, tmp_path / "o.csv")
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_mutation_file_errors_name_file_and_line(model, tmp_path):
+    ckpt = save_model(model, tmp_path / "m.pt")
+    (full,) = read_alignments(MSA_FILE)
+    ok = f"{full.query[0]}1A"
+    wrong = "W" if full.query[1] != "W" else "A"
+    cases = {
+        "syntax.csv": (f"mutation,x\n{ok},1\n\nfoo,2\n", r"syntax.csv, line 4: mutation 'foo'"),
+        "wt.csv": (f"# comment\nmutation\n{ok}\n{wrong}2A\n", rf"wt.csv, line 4: mutation {wrong}2A: wild type"),
+        "range.csv": (f"{ok}\nA999V\n", r"range.csv, line 2: .*past the query's 98 columns"),
+        "ragged.csv": (f"mutation,x\n{ok},1,extra\n", r"ragged.csv, line 2: 3 fields, but the header has 2"),
+        "header_only.csv": ("mutation,x\n", "a header but no mutations"),
+    }
+    for name, (text, pattern) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(MsaformerError, match=pattern):
+            score_variants(MSA_FILE, tmp_path / name, ckpt, tmp_path / "o.csv", max_seqs=ROWS, device="cpu")
+    (tmp_path / "binary.csv").write_bytes(b"\x9f\x00\xff" * 50)  # not text: one line, not UnicodeDecodeError
+    with pytest.raises(MsaformerError, match="binary.csv: not a text file"):
+        read_mutations(tmp_path / "binary.csv")
+    assert not (tmp_path / "o.csv").exists()

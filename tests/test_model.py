@@ -158,6 +158,20 @@ def test_errors_are_config_errors():
         MsaModelConfig.preset("huge")
 
 
+
+def test_config_field_types_are_checked():
+    # values from YAML / --set arrive untyped: a string must be one clear ConfigError, not a TypeError
+    # deep inside (embed_dim='abc') or a silently accepted string (dropout='abc')
+    for field, value, match in [("embed_dim", "abc", "embed_dim must be an integer"),
+                                ("num_heads", 2.5, "num_heads must be an integer"),
+                                ("dropout", "abc", r"dropout must be a number in \[0, 1\)"),
+                                ("attention_dropout", 1.0, "attention_dropout"),
+                                ("blocks_per_ckpt", "2", "blocks_per_ckpt must be an integer or null"),
+                                ("max_rows", -1, "max_rows must be >= 0")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            MsaModelConfig.preset("tiny", **{field: value})
+
+
 def test_save_load_round_trip(tmp_path):
     model = make_model(9, blocks_per_ckpt=2)
     path = save_model(model, tmp_path / "sub" / "model.pt")
@@ -169,6 +183,9 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.lm_head.weight is loaded.embed_tokens.weight
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "msaformer-msa-lm" and payload["format_version"] == 1
+    with pytest.raises(CheckpointError, match="is a directory"):  # e.g. export-weights RUN --out RUN
+        save_model(model, tmp_path / "sub")
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["model.pt"]  # no temporary file left
 
 
 def test_load_model_errors(tmp_path):
@@ -180,8 +197,15 @@ def test_load_model_errors(tmp_path):
         load_model(bad)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt"):
+    with pytest.raises(CheckpointError, match="junk.pt: .*not a torch.save file") as info:
         load_model(junk)
+    assert "weights_only" not in str(info.value)  # not torch's paragraph advising an unsafe reload
+    import argparse
+
+    release = tmp_path / "esm.pt"  # a fair-esm release file: names the fix
+    torch.save({"args": argparse.Namespace(arch="msa_transformer"), "model": {}}, release)
+    with pytest.raises(CheckpointError, match="esm.pt: a fair-esm checkpoint.*convert-esm"):
+        load_model(release)
 
 
 def test_yaml_configs_equal_presets():

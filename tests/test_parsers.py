@@ -252,6 +252,26 @@ def test_damaged_archives_and_missing_files_raise_alignment_error(tmp_path):
             read_alignments(tmp_path / name)
 
 
+
+def test_unknown_format_error_names_the_full_path_and_archive_member(tmp_path):
+    # the message must name the file as given (directory included) and an archive member as archive::member
+    sub = tmp_path / "job"
+    sub.mkdir()
+    (sub / "junk.txt").write_bytes(b"\x01\x02 not an alignment\n")
+    with pytest.raises(AlignmentError) as info:
+        read_alignments(sub / "junk.txt")
+    assert str(info.value).startswith(f"{sub / 'junk.txt'}: unknown alignment format")
+    archive = tmp_path / "run.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b"CLUSTAL W\n"
+        info_ = tarfile.TarInfo("x/hits.ali")
+        info_.size = len(data)
+        tar.addfile(info_, io.BytesIO(data))
+    with pytest.raises(AlignmentError) as info:
+        read_alignments(archive)
+    assert str(info.value).startswith(f"{archive}::x/hits.ali: unknown alignment format")
+
+
 # ------------------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "text, pattern",
@@ -332,3 +352,38 @@ def test_archives_recognised_by_content_not_only_by_name(tmp_path):
     [msa] = read_alignments(tmp_path / "results.gz")
     assert msa.source == f"{tmp_path / 'results.gz'}::a/b.a3m" and msa.query == "MKV"
     assert read_alignments(tmp_path / "results.bin.a3m")[0].query == "AC"
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 777, 1 << 20])
+def test_many_nul_blocks_of_varying_shapes_match_generator(monkeypatch, chunk_bytes):
+    from msaformer.data import _a3m
+
+    monkeypatch.setattr(_a3m, "_CHUNK_BYTES", chunk_bytes)
+    data, expected = _load_generator().make_blocks(29, rows=3, length=7, seed=5, vary=True)
+    msas = parse_alignment(data, None, source="server.a3m")
+    assert [m.source for m in msas] == [f"server.a3m#{k}" for k in range(29)]
+    assert len({m.length for m in msas}) > 3 and len({m.depth for m in msas}) > 2
+    for msa, (tokens, deletions) in zip(msas, expected):
+        np.testing.assert_array_equal(msa.tokens, tokens)
+        np.testing.assert_array_equal(msa.deletions, deletions)
+        assert msa.metadata == (f"{tokens.shape[1]}\t1",) and msa.names[0] == "101"
+
+
+def test_all_lowercase_block_between_a3m_blocks_keeps_its_own_column_rule():
+    data = b">q\nMKv\n>s\nMaa-v\n\x00\n>q\nacg.t*\n>s\nac-tt\n\x00 \n\x00#c\n>r\nAc\n>s\nwAcc\n"
+    first, lower, last = parse_alignment(data, "fasta", source="m.fa")
+    assert first.sequences == ["MK", "M-"] and first.deletions.tolist() == [[0, 0], [0, 2]]
+    assert lower.sequences == ["ACG-T", "AC-TT"] and not lower.deletions.any()
+    assert last.source == "m.fa#2" and last.metadata == ("c",)
+    assert last.sequences == ["A", "A"] and last.deletions.tolist() == [[0], [1]]
+
+
+def test_first_error_of_the_first_bad_block_is_reported():
+    good = b">q\nMKV\n>s\nM-V\n"
+    ragged, invalid = b">q\nMKV\n>s\nMV\n", b">q\nMK1\n"
+    with pytest.raises(AlignmentError, match=r"^f\.a3m#1: record 2 \('s', line 7\) has 2 aligned columns"):
+        parse_alignment(good + b"\x00" + ragged + b"\x00" + invalid, None, source="f.a3m")
+    with pytest.raises(AlignmentError, match=r"^f\.a3m#1: line 6: invalid character '1'"):
+        parse_alignment(good + b"\x00" + invalid + b"\x00" + ragged, None, source="f.a3m")
+    with pytest.raises(AlignmentError, match=r"^f\.a3m#2: line 10: sequence data before the first '>' header"):
+        parse_alignment(good + b"\x00\n\x00" + good + b"\x00MKV\n" + good, None, source="f.a3m")

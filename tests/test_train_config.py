@@ -36,6 +36,16 @@ def test_shipped_configs_load(msa_shards):
         ("data.max_len=2000", "exceeds the model's max_positions 1024"),
         ("deepspeed=configs/deepspeed/zero9.json", "zero9.json not found"),
         ("train.micro_batch_size=0", "train.micro_batch_size must be an integer >= 1"),
+        # values of the wrong type: one line naming the key, not a TypeError (or silently accepted)
+        ("train.lr=fast", "train.lr must be a number, got 'fast'"),
+        ("train.grad_clip=[1]", "train.grad_clip must be a number, got [1]"),
+        ("train.resume=maybe", "train.resume must be true or false, got 'maybe'"),
+        ("data.max_rows=abc", "data.max_rows must be an integer, got 'abc'"),
+        ("data.mask_prob=x", "data.mask_prob must be a number"),
+        ("data=5", "data must be a section"),
+        ("model.overrides=5", "model.overrides must be a mapping"),
+        ("model.overrides.dropout=abc", "model.dropout must be a number in [0, 1)"),
+        ("model.overrides.embed_dim=abc", "model.embed_dim must be an integer, got 'abc'"),
     ],
 )
 def test_bad_configs_fail_up_front_with_one_line(msa_shards, override, message):
@@ -43,6 +53,12 @@ def test_bad_configs_fail_up_front_with_one_line(msa_shards, override, message):
     with pytest.raises(ConfigError) as info:
         load_config(TINY, overrides)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_exponent_notation_is_a_number(msa_shards):
+    # PyYAML reads 1e-4 (no dot) as a string, in files and --set alike
+    cfg = load_config(TINY, [f"data.shards={msa_shards}", "train.lr=1e-4", "train.weight_decay=0"])
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
 
 
 def test_global_batch_must_divide_over_ranks(msa_shards):
@@ -66,6 +82,15 @@ def test_cli_reports_config_errors_in_one_line():
     assert result.exit_code == 1
     assert "shard directory /nonexistent/x does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_export_weights_refuses_a_directory_as_out_up_front(tmp_path):
+    from msaformer.cli.main import app
+
+    (tmp_path / "run").mkdir()  # no checkpoints either: the --out check must come first
+    result = CliRunner().invoke(app, ["export-weights", str(tmp_path / "run"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "is a directory" in result.output and "Traceback" not in result.output
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_cli_export_weights_without_checkpoints_fails_cleanly(tmp_path):

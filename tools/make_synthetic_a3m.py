@@ -6,6 +6,7 @@ occasional ``.`` and a final ``*``, tab-separated headers, a share of records wr
 CRLF line ends in a few records. The default (140,000 rows x 640 columns) is about 108 MB (103 MiB).
 
     python tools/make_synthetic_a3m.py /tmp/synthetic.a3m --rows 130000 --length 640 --seed 0
+    python tools/make_synthetic_a3m.py /tmp/blocks.a3m --blocks 4000 --rows 10 --length 50   # NUL-separated
 
 ``make_synthetic(rows, length, seed)`` returns the bytes plus the expected token and deletion matrices, so
 tests can check a parser against an independent construction.
@@ -29,8 +30,8 @@ def _rows(rng: np.random.Generator, query: np.ndarray, n: int) -> tuple[np.ndarr
     length = query.size
     tokens = np.where(rng.random((n, length)) < 0.3, RESIDUES[rng.integers(0, 20, (n, length))], query)
     # Gapped stretches at the ends (local hits) and a few gaps inside.
-    left = rng.integers(0, length // 4, n)[:, None]
-    right = length - rng.integers(0, length // 4, n)[:, None]
+    left = rng.integers(0, max(length // 4, 1), n)[:, None]
+    right = length - rng.integers(0, max(length // 4, 1), n)[:, None]
     columns = np.arange(length)[None, :]
     tokens[(columns < left) | (columns >= right) | (rng.random((n, length)) < 0.05)] = ord("-")
     counts = np.where(rng.random((n, length + 1)) < 0.02, rng.integers(1, 12, (n, length + 1)), 0)
@@ -62,12 +63,17 @@ def _row_text(rng: np.random.Generator, tokens: np.ndarray, counts: np.ndarray) 
     return [data[s:e] for s, e in zip(row_starts.tolist(), row_ends.tolist())], lowercase
 
 
-def make_synthetic(rows: int, length: int, seed: int = 0, chunk: int = 8192):
-    """Return ``(a3m_bytes, tokens [rows, L] uint8, deletions [rows, L] uint8)``; row 0 is the query."""
+def make_synthetic(rows: int, length: int, seed=0, chunk: int = 8192, pseudo: bool = True):
+    """Return ``(a3m_bytes, tokens [rows, L] uint8, deletions [rows, L] uint8)``; row 0 is the query.
+
+    ``pseudo=False`` leaves out the ``>ss_pred``/``>ss_conf`` records (ColabFold server output has none).
+    """
     rng = np.random.default_rng(seed)
     query = RESIDUES[rng.integers(0, 20, length)]
-    out = [b"#%d\t1\n" % length, b">ss_pred\n", b"C" * length + b"\n", b">ss_conf\n", b"9" * length + b"\n",
-           b">101\n", query.tobytes() + b"\n"]
+    out = [b"#%d\t1\n" % length]
+    if pseudo:
+        out += [b">ss_pred\n", b"C" * length + b"\n", b">ss_conf\n", b"9" * length + b"\n"]
+    out += [b">101\n", query.tobytes() + b"\n"]
     all_tokens, all_deletions = [query[None, :].astype(np.uint8)], [np.zeros((1, length), np.uint8)]
     for start in range(1, rows, chunk):
         n = min(chunk, rows - start)
@@ -92,19 +98,42 @@ def make_synthetic(rows: int, length: int, seed: int = 0, chunk: int = 8192):
     return b"".join(out), np.concatenate(all_tokens), np.concatenate(all_deletions)
 
 
+def make_blocks(blocks: int, rows: int, length: int, seed: int = 0, vary: bool = False):
+    """Return ``(bytes, [(tokens, deletions)] per block)`` of a file of NUL-separated small alignments.
+
+    Like MMseqs2 / ColabFold server output (many small ``#L\t1`` blocks, each ending with a NUL byte); block k is
+    ``make_synthetic(rows, length, seed=(seed, k), pseudo=False)``, with ``vary`` rows in [1, 2 * rows] and
+    columns in [1, 2 * length] drawn per block.
+    """
+    rng = np.random.default_rng((seed, blocks))
+    parts, expected = [], []
+    for k in range(blocks):
+        n, width = (int(rng.integers(1, 2 * rows + 1)), int(rng.integers(1, 2 * length + 1))) if vary else (rows, length)
+        data, tokens, deletions = make_synthetic(n, width, seed=(seed, k), pseudo=False)
+        parts.append(data)
+        expected.append((tokens, deletions))
+    return b"\x00".join(parts) + b"\x00", expected
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="output .a3m path")
     parser.add_argument("--rows", type=int, default=140_000, help="rows, query included (default 140000)")
     parser.add_argument("--length", type=int, default=640, help="aligned columns (default 640)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blocks", type=int, default=0,
+                        help="write this many NUL-separated alignments of --rows x --length instead (ColabFold style)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    data, tokens, _ = make_synthetic(args.rows, args.length, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.blocks:
+        data, _ = make_blocks(args.blocks, args.rows, args.length, args.seed)
+        shape = f"{args.blocks} blocks of {args.rows} rows x {args.length} columns"
+    else:
+        data, tokens, _ = make_synthetic(args.rows, args.length, args.seed)
+        shape = f"{tokens.shape[0]} rows x {tokens.shape[1]} columns"
     args.out.write_bytes(data)
-    print(f"wrote {args.out}: {len(data) / 1e6:.1f} MB, {tokens.shape[0]} rows x {tokens.shape[1]} columns "
-          f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(f"wrote {args.out}: {len(data) / 1e6:.1f} MB, {shape} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
 

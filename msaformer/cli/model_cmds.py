@@ -17,18 +17,25 @@ def convert_esm(
     from msaformer.model import save_model
     from msaformer.model.convert import from_fair_esm, load_fair_esm_checkpoint
 
+    from msaformer.errors import CheckpointError
+
     data = load_fair_esm_checkpoint(checkpoint, allow_pickle=allow_pickle)
     regression = None
     if contact_regression is not None:
         regression = load_fair_esm_checkpoint(contact_regression, allow_pickle=allow_pickle)
-    model = from_fair_esm(data, contact_regression=regression)
+    try:
+        model = from_fair_esm(data, contact_regression=regression)
+    except CheckpointError as exc:  # name the file at fault
+        where = contact_regression if str(exc).startswith("contact regression:") else checkpoint
+        message = str(exc).removeprefix("contact regression: ")
+        raise CheckpointError(f"{where}: {message}") from None
     return save_model(model, out)
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
 
-    @app.command("convert-esm")
+    @app.command("convert-esm", no_args_is_help=True)
     def convert_esm_cmd(
         checkpoint: Path = typer.Argument(..., help="fair-esm MSA Transformer .pt (e.g. esm_msa1b_t12_100M_UR50S.pt)."),
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the msaformer model file."),

@@ -1,12 +1,15 @@
-"""Vectorised A3M / A2M / aligned-FASTA reader: one alignment block of bytes in, arrays out.
+"""Vectorised A3M / A2M / aligned-FASTA reader: a whole file (all its NUL-separated blocks) in, arrays out.
 
-The whole block is scanned with numpy: newline offsets give the lines, the first byte of each line gives its
-kind (``>`` header, ``#`` comment, sequence). Sequence bytes are classified with a few SIMD comparisons
+The file is scanned with numpy, all blocks at once: newline (and NUL) offsets give the lines, the first byte of
+each line gives its kind (``>`` header, ``#`` comment, sequence), NUL offsets give the block of every line. Each
+block's query width is read first (from the query records only); then records are processed in groups of about
+a megabyte, across block boundaries, so a file of thousands of tiny ColabFold blocks costs the same few hundred
+numpy calls as one big alignment. In a group, sequence bytes are classified with a few SIMD comparisons
 (uppercase / ``-`` = aligned column, lowercase = insertion; anything else is checked only where it occurs,
-which is rare). Aligned bytes are gathered straight into the ``[N, L]`` token matrix. A rank structure over the
-bit-packed aligned mask gives every record's aligned length and, read at the start of each run of lowercase
-bytes, the column that run of insertions belongs to. Records are processed in groups of about a megabyte, so
-temporaries stay small whatever the file size; Python does O(1) work per record (its name).
+which is rare), aligned bytes are gathered straight into one flat token buffer in which every block's
+``[N, L]`` matrix is a contiguous slice, and a rank structure over the bit-packed aligned mask gives every
+record's aligned length and, read at the start of each run of lowercase bytes, the column that run of
+insertions belongs to. Python does O(1) work per record (its name) and per block (its result tuple).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from msaformer.errors import AlignmentError
 PSEUDO_PREFIXES = ("ss_", "sa_", "aa_")  # hh-suite pseudo-sequences (>ss_pred, >ss_conf, >ss_dssp, >sa_*, >aa_*)
 _CHUNK_BYTES = 1 << 20  # records are parsed in groups of about this many bytes
 
-# Bytes allowed in sequence lines besides letters, '-' and '\n': dropped ('.', '*') or whitespace.
+# Bytes allowed in sequence lines besides letters, '-' and '\n': dropped ('.', '*'), whitespace, and NUL (which
+# only ever occurs as the terminator of a block's last line).
 _ALLOWED_OTHER = np.zeros(256, dtype=bool)
-_ALLOWED_OTHER[np.frombuffer(b".* \t\r\v\f", dtype=np.uint8)] = True
+_ALLOWED_OTHER[np.frombuffer(b".* \t\r\v\f\x00", dtype=np.uint8)] = True
 _IS_SPACE = np.zeros(256, dtype=bool)
 _IS_SPACE[np.frombuffer(b" \t\r\n\v\f", dtype=np.uint8)] = True
 # Header edge bytes after which str.strip() might change a name (ASCII whitespace, \x1c-\x1f, non-ASCII).
@@ -31,6 +35,8 @@ _MAY_STRIP[0x80:] = True
 TO_ALIGNED = np.arange(256, dtype=np.uint8)
 TO_ALIGNED[97:123] -= 32
 TO_ALIGNED[ord(".")] = ord("-")
+
+A3mResult = tuple  # (label, names, tokens [N, L] uint8, deletions [N, L] uint8, metadata)
 
 
 def describe_byte(value: int) -> str:
@@ -52,192 +58,385 @@ def _is_letter(sub: np.ndarray) -> np.ndarray:
     return ((sub | np.uint8(32)) - np.uint8(97)) < 26
 
 
-class A3mBlock:
-    """The parse of one A3M / FASTA block (see :meth:`parse`).
+def _first_invalid(sub: np.ndarray, keep: np.ndarray, letter: np.ndarray, dash: np.ndarray) -> int | None:
+    """Return the offset of the first kept byte that is not allowed in a sequence line, or None."""
+    ok = np.logical_or(letter, dash)
+    ok |= np.equal(sub, 10, out=np.empty(sub.size, dtype=bool))
+    other = np.greater(keep, ok, out=ok)  # anything else is rare: check it sparsely
+    if other.any():
+        where = np.flatnonzero(other)
+        bad = where[~_ALLOWED_OTHER[sub[where]]]
+        if bad.size:
+            return int(bad[0])
+    return None
+
+
+def _concat_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(indices of all ranges [lo, hi) concatenated, offsets of each range in them)``."""
+    lengths = hi - lo
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.arange(offsets[-1]) + np.repeat(lo - offsets[:-1], lengths), offsets
+
+
+def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mResult]:
+    """Return ``(label, names, tokens, deletions, metadata)`` for every NUL-separated block of an A3M/FASTA file.
+
+    ``label`` is ``source`` plus ``#k`` (0-based, blank blocks not counted) when the file holds more than one
+    block. Raises AlignmentError with the first error of the first bad block, as if that block were a file of
+    its own (``where`` names the input in messages when ``source`` is empty).
+    """
+    parser = A3mFile(data)
+    n = parser.n_blocks
+    labels = [f"{source}#{k}" if n > 1 else source for k in range(n)]
+    try:
+        return parser.parse(labels, where)
+    except AlignmentError:
+        if n < 2:
+            raise
+        # The vectorised pass reports some error; re-read the blocks one by one so that the message is the first
+        # error of the first bad block, exactly what a file holding that block alone would give.
+        for k, (lo, hi) in enumerate(parser.block_spans()):
+            A3mFile(data[lo:hi], first_line=1 + data.count(b"\n", 0, lo)).parse([labels[k]], where)
+        raise
+
+
+class A3mFile:
+    """Line and block structure of an A3M / FASTA file (see :meth:`parse`).
 
     Args:
-        data: the block's bytes (no NUL bytes).
-        where: the file (and block) for error messages.
-        first_line: 1-based line number of the block's first line within the file, for error messages.
+        data: the file's bytes; NUL bytes separate independent alignments.
+        first_line: 1-based line number of the first line, for error messages.
     """
 
-    def __init__(self, data: bytes, where: str, first_line: int = 1) -> None:
+    def __init__(self, data: bytes, first_line: int = 1) -> None:
         self.data = data
-        self.where = where
         self.first_line = first_line
-        self.arr = np.frombuffer(data, dtype=np.uint8)
-        n = self.arr.size
-        newlines = np.flatnonzero(self.arr == 10)
-        starts = np.empty(newlines.size + 1, dtype=np.int64)
+        self.arr = arr = np.frombuffer(data, dtype=np.uint8)
+        n = arr.size
+        if b"\x00" in data:
+            candidates = np.flatnonzero(arr <= 10)
+            value = arr[candidates]
+            line_ends = candidates[(value == 10) | (value == 0)]
+            nul = candidates[value == 0]
+        else:
+            line_ends = np.flatnonzero(arr == 10)
+            nul = np.empty(0, dtype=np.int64)
+        starts = np.empty(line_ends.size + 1, dtype=np.int64)
         starts[0] = 0
-        starts[1:] = newlines + 1
-        if starts[-1] == n:  # a final newline ends the last line; it does not start another
+        starts[1:] = line_ends + 1
+        if starts[-1] == n:  # a final terminator ends the last line; it does not start another
             starts = starts[:-1]
-        self.starts = starts
-        self.bounds = np.append(starts, n)  # line i spans [bounds[i], bounds[i + 1]), newline included
+        self.n_lines = starts.size
+        self.bounds = np.append(starts, n)  # line i spans [bounds[i], bounds[i + 1]), terminator included
         self.line_lengths = np.diff(self.bounds)
-        first_byte = self.arr[starts] if n else np.empty(0, np.uint8)
+        first_byte = arr[starts]
         self.is_header = first_byte == ord(">")
         self.is_comment = first_byte == ord("#")
+        self.headers = np.flatnonzero(self.is_header)
+        self.header_bytes = starts[self.headers]
+
+        # Raw blocks are the NUL-separated pieces; the kept ones hold a header or any non-whitespace byte.
+        self.block_starts = np.append(0, nul + 1)
+        self.block_ends = np.append(nul, n)
+        n_raw = nul.size + 1
+        self.block_of_line = np.searchsorted(nul, starts) if nul.size else np.zeros(self.n_lines, dtype=np.int64)
+        self.block_of_header = self.block_of_line[self.headers]
+        self.header_count = np.bincount(self.block_of_header, minlength=n_raw)
+        kept = self.header_count > 0
+        for r in np.flatnonzero(~kept).tolist():
+            piece = data[self.block_starts[r] : self.block_ends[r]]
+            kept[r] = bool(piece) and not piece.isspace()
+        self.kept_blocks = kept
+        self.label_index = np.cumsum(kept) - 1
+        self.n_blocks = int(np.count_nonzero(kept))
+
+    def block_spans(self) -> list[tuple[int, int]]:
+        """Return the byte range of every kept block."""
+        keep = np.flatnonzero(self.kept_blocks)
+        return list(zip(self.block_starts[keep].tolist(), self.block_ends[keep].tolist()))
 
     # ----------------------------------------------------------------------------------------- helpers
     def line_number(self, byte_offset: int) -> int:
-        """Return the 1-based file line number that contains ``byte_offset`` of the block."""
-        return int(np.searchsorted(self.starts, byte_offset, side="right")) - 1 + self.first_line
+        """Return the 1-based file line number that contains ``byte_offset``."""
+        return self.first_line + self.data.count(b"\n", 0, int(byte_offset))
+
+    def _where(self, raw_block: int) -> str:
+        return self.labels[int(self.label_index[raw_block])] or self.default_where
+
+    def _block_of_byte(self, pos: int) -> int:
+        line = int(np.searchsorted(self.bounds, pos, side="right")) - 1
+        return int(self.block_of_line[line])
 
     def _raise_invalid(self, pos: int) -> None:
         raise AlignmentError(
-            f"{self.where}: line {self.line_number(pos)}: invalid character {describe_byte(self.arr[pos])} in a "
-            "sequence line (allowed: letters, '-', '.', '*'); is this really an alignment file?"
+            f"{self._where(self._block_of_byte(pos))}: line {self.line_number(pos)}: invalid character "
+            f"{describe_byte(self.arr[pos])} in a sequence line (allowed: letters, '-', '.', '*'); is this really "
+            "an alignment file?"
         )
 
-    def _lines(self, lo: int, hi: int, keep_lines: np.ndarray, all_columns: bool = False) -> _Masks:
-        """Return the byte masks of lines [lo, hi) (see :class:`_Masks`).
+    def _record(self, h: int) -> str:
+        """Describe header ``h`` as "record k ('name', line n)", k counting the records of its block from 1."""
+        r = int(self.block_of_header[h])
+        first = int(np.searchsorted(self.block_of_header, r))
+        return f"record {h - first + 1} ('{self.names[h]}', line {self.line_number(self.header_bytes[h])})"
 
-        Raises AlignmentError at the first byte of a sequence line that is not allowed there.
-        """
-        masks = _Masks(self.arr, int(self.bounds[lo]), int(self.bounds[hi]), keep_lines[lo:hi],
-                       self.line_lengths[lo:hi], all_columns)
-        if masks.bad is not None:
-            self._raise_invalid(masks.byte0 + masks.bad)
-        return masks
+    def _check_preamble(self, r: int) -> None:
+        """Raise the error of the text before the first header of raw block ``r`` (or of a header-less block)."""
+        lo = int(self.block_starts[r])
+        if self.header_count[r]:
+            hi = int(self.header_bytes[np.searchsorted(self.block_of_header, r)])
+        else:
+            hi = int(self.block_ends[r])
+        l0, l1 = np.searchsorted(self.bounds, [lo, hi])
+        sub = self.arr[lo:hi]
+        keep = np.repeat(~self.is_comment[l0:l1], self.line_lengths[l0:l1])[: sub.size]
+        bad = _first_invalid(sub, keep, _is_letter(sub), sub == 45)
+        if bad is not None:
+            self._raise_invalid(lo + bad)
+        data = keep & ~_IS_SPACE[sub]
+        if data.any():
+            pos = lo + int(np.flatnonzero(data)[0])
+            raise AlignmentError(
+                f"{self._where(r)}: line {self.line_number(pos)}: sequence data before the first '>' header; "
+                "is this an A3M/FASTA file?"
+            )
+        if not self.header_count[r]:
+            raise AlignmentError(f"{self._where(r)}: no sequences found (no '>' header line)")
 
     # ------------------------------------------------------------------------------------------- parse
-    def parse(self) -> tuple[list[str], np.ndarray, np.ndarray, tuple[str, ...]]:
-        """Return ``(names, tokens [N, L] uint8, deletions [N, L] uint8, metadata)``."""
-        headers = np.flatnonzero(self.is_header)
-        n_lines = self.starts.size
-        first = int(headers[0]) if headers.size else n_lines
-        metadata = self._preamble(first)
-        if not headers.size:
-            raise AlignmentError(f"{self.where}: no sequences found (no '>' header line)")
+    def parse(self, labels: list[str], where: str) -> list[A3mResult]:
+        """Return ``(label, names, tokens [N, L] uint8, deletions [N, L] uint8, metadata)`` per kept block.
 
-        header_starts = self.bounds[headers]
-        names, header_text = self._names(headers)
-        pseudo = self._pseudo(header_starts, names, header_text)
-        if pseudo.all():
-            raise AlignmentError(f"{self.where}: no sequences found (only hh-suite pseudo-sequences such as >ss_pred)")
+        Args:
+            labels: the label of every kept block (``Msa.source``), also used in error messages.
+            where: names the input in error messages of blocks whose label is empty.
+        """
+        self.labels, self.default_where = labels, where
+        if not self.n_blocks:
+            return []
+        blocks = np.flatnonzero(self.header_count > 0)  # the blocks that give an Msa, in order
+        for r in np.flatnonzero(self.kept_blocks & (self.header_count == 0)).tolist():
+            self._check_preamble(r)  # always raises
+        data, bounds, n_lines = self.data, self.bounds, self.n_lines
 
-        keep_lines = ~(self.is_header | self.is_comment)
-        keep_lines[:first] = False
+        # Preamble: the lines of a block before its first header. Comments there are metadata; anything but
+        # whitespace is an error.
+        first_header_line = np.full(self.header_count.size, n_lines, dtype=np.int64)
+        first_header = np.searchsorted(self.block_of_header, blocks)  # header index of each block's first record
+        first_header_line[blocks] = self.headers[first_header]
+        preamble = np.arange(n_lines) < first_header_line[self.block_of_line]
+        for line in np.flatnonzero(preamble & ~self.is_comment).tolist():
+            if data[bounds[line] : bounds[line + 1]].strip(b" \t\r\n\v\f\x00"):  # NUL: a block's last terminator
+                self._check_preamble(int(self.block_of_line[line]))
+        comments = np.flatnonzero(preamble & self.is_comment)
+        metadata_text = self._line_texts(comments, skip=1)
+
+        self.names, header_text = self._names()
+        pseudo = self._pseudo(header_text)
+        kept_headers = np.flatnonzero(~pseudo)
+        kept_block = self.block_of_header[kept_headers]
+        rows_per_block = np.bincount(kept_block, minlength=self.header_count.size)[blocks]
+        if not rows_per_block.all():
+            raise AlignmentError(
+                f"{self._where(int(blocks[np.flatnonzero(rows_per_block == 0)[0]]))}: no sequences found "
+                "(only hh-suite pseudo-sequences such as >ss_pred)"
+            )
+        keep_lines = ~(self.is_header | self.is_comment | preamble)
         if pseudo.any():
-            record_of_line = np.cumsum(self.is_header) - 1
-            keep_lines[first:] &= ~pseudo[record_of_line[first:]]
-        record_lines = np.append(headers, n_lines)  # record r spans lines [record_lines[r], record_lines[r + 1])
-        kept = np.flatnonzero(~pseudo)
+            record_of_line = np.maximum(np.cumsum(self.is_header) - 1, 0)
+            keep_lines &= ~pseudo[record_of_line]
+        self.keep_lines = keep_lines
+        # Every header's record ends where the next header starts (or at the end of the file): the bytes in
+        # between that belong to the next block (NUL, its preamble) are never kept.
+        self.record_ends = np.append(self.header_bytes[1:], self.arr.size)
 
-        # The query decides the column rule: a query without uppercase letters makes every character a column.
-        q = int(kept[0])
-        query = self._lines(int(record_lines[q]), int(record_lines[q + 1]), keep_lines)
-        all_columns = not np.any(_is_upper(query.sub) & query.keep)
-        if all_columns:
-            query = self._lines(int(record_lines[q]), int(record_lines[q + 1]), keep_lines, all_columns=True)
-            if not np.any(_is_letter(query.sub) & query.keep):
-                raise AlignmentError(
-                    f"{self.where}: the query (record {q + 1}, '{names[q]}', line "
-                    f"{self.line_number(header_starts[q])}) has no residues"
-                )
-        width = int(np.count_nonzero(query.aligned))
+        first_row = np.zeros(blocks.size + 1, dtype=np.int64)  # kept record index of each block's query
+        np.cumsum(rows_per_block, out=first_row[1:])
+        widths, all_columns = self._query_widths(kept_headers[first_row[:-1]])
 
-        n_rows = kept.size
-        tokens = np.empty((n_rows, width), dtype=np.uint8)
-        deletions = np.zeros((n_rows, width), dtype=np.uint8)
+        # One flat output buffer; block b's [N_b, L_b] matrix is a contiguous slice of it.
+        sizes = rows_per_block * widths
+        block_offset = np.zeros(blocks.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=block_offset[1:])
+        block_of_row = np.repeat(np.arange(blocks.size), rows_per_block)
+        row_width = widths[block_of_row]
+        row_offset = block_offset[block_of_row] + (np.arange(kept_headers.size) - first_row[block_of_row]) * row_width
+        total = int(block_offset[-1])
+        tokens = np.empty(total, dtype=np.uint8)
+        deletions = np.zeros(total, dtype=np.uint8)
+        all_columns_line = None
+        if all_columns.any():
+            per_raw = np.zeros(self.header_count.size, dtype=bool)
+            per_raw[blocks] = all_columns
+            all_columns_line = per_raw[self.block_of_line]
+
         # Group records into chunks of about _CHUNK_BYTES; each chunk is a contiguous byte range.
-        marks = np.arange(int(header_starts[0]), self.arr.size, _CHUNK_BYTES)
-        cuts = np.unique(np.append(np.searchsorted(header_starts, marks, side="left"), headers.size))
+        header_bytes = self.header_bytes
+        marks = np.arange(int(header_bytes[0]), self.arr.size, _CHUNK_BYTES)
+        cuts = np.unique(np.append(np.searchsorted(header_bytes, marks, side="left"), header_bytes.size))
         cuts = cuts[cuts > 0]
-        row, r0 = 0, 0
-        for r1 in cuts.tolist():
-            row = self._parse_chunk(r0, r1, record_lines, header_starts, keep_lines, pseudo, names, all_columns,
-                                    tokens, deletions, row)
-            r0 = r1
-        kept_names = [names[i] for i in kept.tolist()] if pseudo.any() else names
-        return kept_names, tokens, deletions, metadata
+        row_cuts = np.searchsorted(kept_headers, cuts)
+        j0 = 0
+        for h1, j1 in zip(cuts.tolist(), row_cuts.tolist()):
+            if j1 > j0:
+                self._parse_chunk(kept_headers[j0:j1], row_offset, row_width, j0, j1, all_columns_line,
+                                  tokens, deletions)
+            j0 = j1
 
-    def _names(self, headers: np.ndarray) -> tuple[list[str], bytes]:
-        """Return the stripped header text after '>' of every header line (one decode for the whole block),
-        and the raw header bytes joined by newlines."""
-        starts = (self.bounds[headers] + 1).tolist()
-        ends = (self.bounds[headers + 1] - (self.arr[self.bounds[headers + 1] - 1] == 10)).tolist()
+        for b in np.flatnonzero(all_columns).tolist():
+            part = tokens[block_offset[b] : block_offset[b + 1]]
+            part[:] = TO_ALIGNED[part]
+        kept_names = [self.names[i] for i in kept_headers.tolist()] if pseudo.any() else self.names
+        comment_block = self.block_of_line[comments]
+        comment_cuts = np.searchsorted(comment_block, blocks, side="left").tolist() + [comments.size]
+        results = []
+        offsets, rows, cols = block_offset.tolist(), first_row.tolist(), widths.tolist()
+        label_index = self.label_index[blocks].tolist()
+        for b in range(blocks.size):
+            shape = (rows[b + 1] - rows[b], cols[b])
+            lo, hi = offsets[b], offsets[b + 1]
+            results.append((
+                labels[label_index[b]],
+                kept_names[rows[b] : rows[b + 1]],
+                tokens[lo:hi].reshape(shape),
+                deletions[lo:hi].reshape(shape),
+                tuple(metadata_text[comment_cuts[b] : comment_cuts[b + 1]]),
+            ))
+        return results
+
+    def _line_texts(self, lines: np.ndarray, skip: int) -> list[str]:
+        """Return the decoded, stripped text of ``lines`` without their first ``skip`` bytes and terminator."""
+        if not lines.size:
+            return []
+        starts = (self.bounds[lines] + skip).tolist()
+        ends = self.bounds[lines + 1]
+        ends = (ends - ((self.arr[ends - 1] == 10) | (self.arr[ends - 1] == 0))).tolist()
         data = self.data
-        joined = b"\n".join([data[s:e] for s, e in zip(starts, ends)])
+        return [text.strip() for text in decode_text(b"\n".join([data[s:e] for s, e in zip(starts, ends)])).split("\n")]
+
+    def _names(self) -> tuple[list[str], bytes]:
+        """Return the stripped header text after '>' of every header line (one decode for the whole file),
+        and the raw header bytes joined by newlines."""
+        headers, arr = self.headers, self.arr
+        starts = (self.bounds[headers] + 1).tolist()
+        ends = self.bounds[headers + 1]
+        last = arr[ends - 1]
+        ends = ends - ((last == 10) | (last == 0))
+        data = self.data
+        joined = b"\n".join([data[s:e] for s, e in zip(starts, ends.tolist())])
         names = decode_text(joined).split("\n")
         # Strip only if some header starts or ends with whitespace (CRLF files, '> name', trailing tabs).
-        first = self.arr[np.minimum(self.bounds[headers] + 1, self.arr.size - 1)]
-        last = self.arr[np.asarray(ends) - 1]
+        first = arr[np.minimum(self.bounds[headers] + 1, arr.size - 1)]
+        last = arr[ends - 1]
         for i in np.flatnonzero(_MAY_STRIP[first] | _MAY_STRIP[last]).tolist():
             names[i] = names[i].strip()
         return names, joined
 
-    def _pseudo(self, header_starts: np.ndarray, names: list[str], header_text: bytes) -> np.ndarray:
+    def _pseudo(self, header_text: bytes) -> np.ndarray:
         """Return a mask of hh-suite pseudo-sequence records (names starting with ss_, sa_ or aa_)."""
         if not any(prefix.encode() in header_text for prefix in PSEUDO_PREFIXES):
-            return np.zeros(header_starts.size, dtype=bool)
-        at = np.minimum(header_starts[:, None] + np.arange(1, 4), self.arr.size - 1)
+            return np.zeros(self.headers.size, dtype=bool)
+        at = np.minimum(self.header_bytes[:, None] + np.arange(1, 4), self.arr.size - 1)
         b1, b2, b3 = self.arr[at].T
         s, a = ord("s"), ord("a")
         pseudo = (b3 == ord("_")) & (((b1 == s) & ((b2 == s) | (b2 == a))) | ((b1 == a) & (b2 == a)))
         for i in np.flatnonzero(_IS_SPACE[b1]).tolist():  # '> ss_pred': fall back to the stripped name
-            pseudo[i] = names[i].startswith(PSEUDO_PREFIXES)
+            pseudo[i] = self.names[i].startswith(PSEUDO_PREFIXES)
         return pseudo
 
-    def _preamble(self, first: int) -> tuple[str, ...]:
-        """Return the ``#`` comment lines before the first header; reject sequence data there."""
-        if first == 0:
-            return ()
-        comment = self.is_comment[:first]
-        masks = self._lines(0, first, ~comment)
-        data = masks.keep & ~_IS_SPACE[masks.sub]
-        if data.any():
-            pos = int(np.flatnonzero(data)[0])
-            raise AlignmentError(
-                f"{self.where}: line {self.line_number(pos)}: sequence data before the first '>' header; "
-                "is this an A3M/FASTA file?"
-            )
-        return tuple(
-            decode_text(self.data[self.bounds[i] + 1 : self.bounds[i + 1]]).strip()
-            for i in np.flatnonzero(comment).tolist()
-        )
+    def _query_widths(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(aligned width, all-columns flag)`` of every block from its query record (header indices).
 
-    def _parse_chunk(self, r0, r1, record_lines, header_starts, keep_lines, pseudo, names, all_columns,
-                     tokens, deletions, row) -> int:
-        """Fill the rows of records [r0, r1) into ``tokens``/``deletions`` from ``row``; return the next row."""
-        masks = self._lines(int(record_lines[r0]), int(record_lines[r1]), keep_lines, all_columns)
-        sub, aligned = masks.sub, masks.aligned
-        width = tokens.shape[1]
+        A query without uppercase letters makes every character of its block a column (all-lowercase files).
+        The query records are gathered (in groups of about _CHUNK_BYTES) and classified together.
+        """
+        next_header = np.append(self.headers, self.n_lines)
+        line_lo, line_hi = self.headers[queries], next_header[queries + 1]
+        byte_lo, byte_hi = self.bounds[line_lo], self.bounds[line_hi]
+        group = np.cumsum(byte_hi - byte_lo) // _CHUNK_BYTES
+        cuts = np.append(np.flatnonzero(group[1:] != group[:-1]) + 1, queries.size)
+        widths = np.empty(queries.size, dtype=np.int64)
+        all_columns = np.empty(queries.size, dtype=bool)
+        q0 = 0
+        for q1 in cuts.tolist():
+            where, offsets = _concat_ranges(byte_lo[q0:q1], byte_hi[q0:q1])
+            lines, _ = _concat_ranges(line_lo[q0:q1], line_hi[q0:q1])
+            sub = self.arr[where]
+            keep = np.repeat(self.keep_lines[lines], self.line_lengths[lines])
+            letter, dash = _is_letter(sub), sub == 45
+            bad = _first_invalid(sub, keep, letter, dash)
+            if bad is not None:
+                self._raise_invalid(int(where[bad]))
+            starts = offsets[:-1]  # every query range holds its header line, so no range is empty
+            n_upper = np.add.reduceat(_is_upper(sub) & keep, starts, dtype=np.int64)
+            n_letter = np.add.reduceat(letter & keep, starts, dtype=np.int64)
+            n_gap = np.add.reduceat(dash & keep, starts, dtype=np.int64)
+            n_dot = np.add.reduceat((sub == 46) & keep, starts, dtype=np.int64)
+            lower_only = n_upper == 0
+            empty = np.flatnonzero(lower_only & (n_letter == 0))
+            if empty.size:
+                h = int(queries[q0 + empty[0]])
+                r = int(self.block_of_header[h])
+                raise AlignmentError(
+                    f"{self._where(r)}: the query (record {h - int(np.searchsorted(self.block_of_header, r)) + 1}, "
+                    f"'{self.names[h]}', line {self.line_number(self.header_bytes[h])}) has no residues"
+                )
+            widths[q0:q1] = np.where(lower_only, n_letter + n_gap + n_dot, n_upper + n_gap)
+            all_columns[q0:q1] = lower_only
+            q0 = q1
+        return widths, all_columns
+
+    def _parse_chunk(self, records, row_offset, row_width, j0, j1, all_columns_line, tokens, deletions) -> None:
+        """Fill rows [j0, j1) (kept records ``records``, contiguous in the file) into the flat outputs."""
+        h0, h1 = int(records[0]), int(records[-1])
+        byte0, byte1 = int(self.header_bytes[h0]), int(self.record_ends[h1])
+        line0 = int(self.headers[h0])
+        line1 = int(np.searchsorted(self.bounds, byte1))
+        sub = self.arr[byte0:byte1]
+        keep = np.repeat(self.keep_lines[line0:line1], self.line_lengths[line0:line1])
+        column_rule = None
+        if all_columns_line is not None and all_columns_line[line0:line1].any():
+            column_rule = np.repeat(all_columns_line[line0:line1], self.line_lengths[line0:line1])
+        masks = _Masks(sub, keep, column_rule)
+        if masks.bad is not None:
+            self._raise_invalid(byte0 + masks.bad)
+        aligned = masks.aligned
         rank = _Rank(aligned)
-        starts = header_starts[r0:r1] - masks.byte0
-        ends = np.append(starts[1:], sub.size)
-        keep_records = ~pseudo[r0:r1]
-        if not keep_records.all():
-            starts, ends = starts[keep_records], ends[keep_records]
-        if starts.size == 0:
-            return row
-        counts = rank(ends) - rank(starts)
-        bad = np.flatnonzero(counts != width)
+        starts = self.header_bytes[records] - byte0
+        counts = rank(self.record_ends[records] - byte0) - rank(starts)
+        widths = row_width[j0:j1]
+        bad = np.flatnonzero(counts != widths)
         if bad.size:
-            record = int(np.flatnonzero(keep_records)[bad[0]]) + r0
+            h = int(records[bad[0]])
             raise AlignmentError(
-                f"{self.where}: record {record + 1} ('{names[record]}', line "
-                f"{self.line_number(header_starts[record])}) has {int(counts[bad[0]])} aligned columns, expected "
-                f"{width} like the query; every row of an alignment must have the query's aligned length"
+                f"{self._where(int(self.block_of_header[h]))}: {self._record(h)} has {int(counts[bad[0]])} aligned "
+                f"columns, expected {int(widths[bad[0]])} like the query; every row of an alignment must have the "
+                "query's aligned length"
             )
-        n = starts.size
-        flat = sub[aligned]
-        tokens[row : row + n] = (TO_ALIGNED[flat] if all_columns else flat).reshape(n, width)
-        if all_columns or not masks.insert.any():
-            return row + n
+        n = records.size
+        p0 = int(row_offset[j0])
+        size = int(counts.sum())
+        tokens[p0 : p0 + size] = sub[aligned]
+        insert = masks.insert
+        if insert is None or not insert.any():
+            return
         # Runs of inserted (lowercase) bytes: each belongs to the next aligned byte, i.e. flat column
         # rank(run start) of the chunk. Runs after a row's last column point at the next row's first column
         # but lie before that row starts: dropped. Runs split by a line break add up on their column.
-        insert = masks.insert
         change = np.flatnonzero(insert[1:] != insert[:-1]) + 1
+        if insert[0]:
+            change = np.append(0, change)
         if change.size % 2:
             change = np.append(change, insert.size)
         run_starts, run_ends = change[0::2], change[1::2]
         column = rank(run_starts)
-        row_of = np.minimum(column // width, n - 1)
-        own = (column < n * width) & (run_starts >= starts[row_of])
+        width = int(widths[0])
+        if widths[-1] == width and (widths == width).all():
+            row_of = np.minimum(column // width, n - 1)
+        else:
+            row_of = np.searchsorted(row_offset[j0:j1] - p0, column, side="right") - 1
+        own = (column < size) & (run_starts >= starts[row_of])
         column, lengths = column[own], (run_ends - run_starts)[own]
         if column.size:
             new = np.empty(column.size, dtype=bool)
@@ -245,39 +444,31 @@ class A3mBlock:
             np.not_equal(column[1:], column[:-1], out=new[1:])
             first = np.flatnonzero(new)
             total = np.add.reduceat(lengths, first)
-            deletions[row : row + n].reshape(-1)[column[first]] = np.minimum(total, 255)
-        return row + n
+            deletions[p0 + column[first]] = np.minimum(total, 255)
 
 
 class _Masks:
-    """Byte masks of a range of lines: ``keep`` (bytes of sequence lines), ``aligned`` (column bytes),
-    ``insert`` (lowercase insertion bytes, A3M rule only); ``bad`` is the offset of the first byte that is
-    not allowed in a sequence line, or None.
+    """Byte masks of a range of lines: ``aligned`` (column bytes) and ``insert`` (lowercase insertion bytes
+    under the A3M rule, or None); ``bad`` is the offset of the first byte that is not allowed in a sequence
+    line, or None. ``column_rule`` (per byte, or None) marks bytes of all-lowercase blocks, where every letter,
+    ``-`` and ``.`` is a column.
     """
 
-    def __init__(self, arr, byte0, byte1, keep_lines, line_lengths, all_columns: bool) -> None:
-        self.byte0 = byte0
-        self.sub = sub = arr[byte0:byte1]
-        self.keep = keep = np.repeat(keep_lines, line_lengths)
+    def __init__(self, sub: np.ndarray, keep: np.ndarray, column_rule: np.ndarray | None) -> None:
         scratch = np.empty(sub.size, dtype=np.uint8)
         upper = np.less(np.subtract(sub, 65, out=scratch), 26)  # uint8 wraps: one test for 'A' <= b <= 'Z'
         letter = np.less(np.subtract(np.bitwise_or(sub, 32, out=scratch), 97, out=scratch), 26)
         dash = np.equal(sub, 45)
-        # Anything else than letters, '-' and '\n' in a sequence line is rare: check it sparsely.
-        ok = np.logical_or(letter, dash)
-        ok |= np.equal(sub, 10, out=np.empty(sub.size, dtype=bool))
-        other = np.greater(keep, ok, out=ok)
-        self.bad = None
-        if other.any():
-            where = np.flatnonzero(other)
-            bad = where[~_ALLOWED_OTHER[sub[where]]]
-            if bad.size:
-                self.bad = int(bad[0])
-        if all_columns:
-            aligned = np.logical_or(letter, dash, out=dash)
-            aligned |= np.equal(sub, 46, out=upper)
+        self.bad = _first_invalid(sub, keep, letter, dash)
+        if column_rule is not None:
+            every = np.logical_or(letter, dash)
+            every |= np.equal(sub, 46)
+            aligned = np.where(column_rule, every, upper | dash)
             aligned &= keep
-            self.aligned, self.insert = aligned, None
+            insert = np.greater(letter, upper, out=letter)
+            insert &= keep
+            insert &= ~column_rule
+            self.aligned, self.insert = aligned, insert
         else:
             aligned = np.logical_or(upper, dash, out=dash)
             aligned &= keep

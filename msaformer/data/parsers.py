@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msaformer.data._a3m import A3mBlock
+from msaformer.data._a3m import parse_a3m
 from msaformer.data._stockholm import parse_stockholm, split_stockholm
 from msaformer.data.msa import Msa
 from msaformer.errors import AlignmentError
@@ -157,16 +157,24 @@ def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", de
     if b"\n" not in data and b"\r" in data:  # classic Mac line ends
         data = data.replace(b"\r", b"\n")
 
-    # (text, first line number) of every alignment; NUL bytes separate blocks.
+    if fmt != "stockholm":
+        # All NUL-separated blocks in one vectorised pass; each block's matrices are slices of shared buffers.
+        parsed = parse_a3m(data, source, where)
+        if not parsed:
+            raise AlignmentError(f"{where}: empty file (no sequences)")
+        results = []
+        for label, names, tokens, deletions, metadata in parsed:
+            msa = Msa(names=names, tokens=tokens, deletions=deletions, source=label, metadata=metadata)
+            results.append(dedup_rows(msa) if dedup else msa)
+        return results
+
+    # (text, first line number) of every Stockholm alignment; NUL bytes separate blocks.
     blocks: list[tuple[bytes, int]] = []
     pieces = data.split(b"\x00") if b"\x00" in data else [data]
     line = 1
     for i, piece in enumerate(pieces):
         if piece and not piece.isspace():
-            if fmt == "stockholm":
-                blocks.extend((text, line + offset - 1) for text, offset in split_stockholm(piece))
-            else:
-                blocks.append((piece, line))
+            blocks.extend((text, line + offset - 1) for text, offset in split_stockholm(piece))
         if i + 1 < len(pieces):
             line += piece.count(b"\n")
     if not blocks:
@@ -175,11 +183,7 @@ def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", de
     results = []
     for k, (text, first_line) in enumerate(blocks):
         label = f"{source}#{k}" if len(blocks) > 1 else source
-        block_where = label or where
-        if fmt == "stockholm":
-            names, tokens, deletions, metadata = parse_stockholm(text, block_where, first_line)
-        else:
-            names, tokens, deletions, metadata = A3mBlock(text, block_where, first_line).parse()
+        names, tokens, deletions, metadata = parse_stockholm(text, label or where, first_line)
         msa = Msa(names=names, tokens=tokens, deletions=deletions, source=label, metadata=metadata)
         results.append(dedup_rows(msa) if dedup else msa)
     return results
@@ -215,7 +219,7 @@ def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa
         raw = _decompress(raw, where)
     if raw[257:262] == b"ustar" or _is_tar_name(path.name.lower()):
         return _read_tar(raw, where, dedup)
-    return parse_alignment(raw, detect_format(path.name, raw), source=where, dedup=dedup)
+    return parse_alignment(raw, detect_format(where, raw), source=where, dedup=dedup)
 
 
 def _read_tar(raw: bytes, where: str, dedup: bool) -> list[Msa]:
@@ -230,7 +234,7 @@ def _read_tar(raw: bytes, where: str, dedup: bool) -> list[Msa]:
                 label = f"{where}::{member.name}"
                 if data[:2] == b"\x1f\x8b":
                     data = _decompress(data, label)
-                results.extend(parse_alignment(data, detect_format(member.name, data), source=label, dedup=dedup))
+                results.extend(parse_alignment(data, detect_format(label, data), source=label, dedup=dedup))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise AlignmentError(f"{where}: cannot read tar archive ({_one_line(exc)}); the file is damaged or truncated") from None
     if not results:

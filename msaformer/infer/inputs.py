@@ -94,7 +94,8 @@ def _read_file(path: Path) -> list[tuple[str, str, Msa | None, str | None]]:
     try:
         msas = read_alignments(path)
     except MsaformerError as exc:
-        return [(base, str(path), None, _one_line(exc, str(path)))]
+        where, reason = _split_location(_one_line(exc), str(path))
+        return [(base, where, None, reason)]
     except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:  # unreadable / corrupt files
         return [(base, str(path), None, f"cannot read ({type(exc).__name__}: {_one_line(exc)})")]
     if not msas:
@@ -116,6 +117,18 @@ def _one_line(exc: BaseException, where: str = "") -> str:
     if where and text.startswith(where + ": "):
         text = text[len(where) + 2 :]
     return text
+
+
+def _split_location(text: str, path: str) -> tuple[str, str]:
+    """Splits a parser message ``"<path>[#k | ::member]: reason"`` into (location, reason), so the caller's
+    ``source: reason`` does not name the file twice; a message that does not start with ``path`` is kept."""
+    if text.startswith(path + ": "):
+        return path, text[len(path) + 2 :]
+    if text.startswith((path + "#", path + "::")):
+        head, sep, reason = text[len(path) :].partition(": ")
+        if sep:
+            return path + head, reason
+    return path, text
 
 
 def _iter_shard_dir(path: Path) -> Iterator[tuple[str, str, Msa | None, str | None]]:

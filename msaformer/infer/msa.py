@@ -69,6 +69,10 @@ class EmbedOptions:
                 raise MsaformerError(f"{name} {value!r}: choose one of {', '.join(choices)}")
         if self.max_seqs is not None and self.max_seqs < 0:
             raise MsaformerError(f"--max-seqs must be at least 1 (the query), or 0 for all rows; got {self.max_seqs}")
+        if self.top_contacts is not None and self.top_contacts < 0:
+            raise MsaformerError(
+                f"--top-contacts (contacts: --top) must be 0 (all pairs) or positive, got {self.top_contacts}"
+            )
         if self.toks_per_batch < 1:
             raise MsaformerError(f"--toks-per-batch must be positive, got {self.toks_per_batch}")
         if not self.repr_layers and ({"per_tok", "mean"} & set(self.include)):

@@ -90,28 +90,49 @@ def read_mutations(path: str | Path) -> tuple[list[str], list[dict[str, str]], s
     A CSV whose header has a ``mutation`` / ``mutant`` column (other columns are kept and copied to the
     output), or a plain list with one mutation per line (no header).
     """
+    columns, rows, mut_col, _ = _read_mutations_with_lines(path)
+    return columns, rows, mut_col
+
+
+def _read_mutations_with_lines(path: str | Path) -> tuple[list[str], list[dict[str, str]], str, list[int]]:
+    """:func:`read_mutations` plus the 1-based file line of each row (for error messages)."""
     path = Path(path)
     if not path.is_file():
         raise MsaformerError(f"mutations file not found: {path}")
-    text = path.read_text()
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not lines:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MsaformerError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a CSV with a 'mutation' column "
+            "or one mutation per line"
+        ) from None
+    numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
+    if not numbered:
         raise MsaformerError(f"{path}: no mutations in this file")
+    line_nos = [n for n, _ in numbered]
+    lines = [ln for _, ln in numbered]
     header = next(csv.reader([lines[0]]))
     lowered = [h.strip().lower() for h in header]
     column = next((c for c in MUTATION_COLUMNS if c in lowered), None)
     if column is None:
-        if _SINGLE.match(header[0].strip().split(":")[0]) is None:
+        if not header or _SINGLE.match(header[0].strip().split(":")[0]) is None:
             raise MsaformerError(
                 f"{path}: first line {lines[0]!r} is neither a header with a 'mutation' column nor a mutation"
             )
-        rows = [{"mutation": next(csv.reader([ln]))[0].strip()} for ln in lines]
-        return ["mutation"], rows, "mutation"
-    reader = csv.DictReader(io.StringIO("\n".join(lines)))
-    columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{"mutation": (next(csv.reader([ln])) or [""])[0].strip()} for ln in lines]
+        return ["mutation"], rows, "mutation", line_nos
+    columns = [c.strip() for c in header]
     mut_col = columns[lowered.index(column)]
-    rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    return columns, rows, mut_col
+    rows = []
+    for n, fields in zip(line_nos[1:], csv.reader(lines[1:])):
+        if len(fields) != len(columns):
+            raise MsaformerError(
+                f"{path}, line {n}: {len(fields)} fields, but the header has {len(columns)} ({','.join(columns)})"
+            )
+        rows.append({c: v.strip() for c, v in zip(columns, fields)})
+    if not rows:
+        raise MsaformerError(f"{path}: a header but no mutations")
+    return columns, rows, mut_col, line_nos[1:]
 
 
 @torch.no_grad()
@@ -185,7 +206,7 @@ def score_variants(
     out = Path(out)
     if not out.parent.is_dir():
         raise MsaformerError(f"output folder does not exist: {out.parent} (create it first)")
-    columns, rows, mut_col = read_mutations(mutations_path)
+    columns, rows, mut_col, line_nos = _read_mutations_with_lines(mutations_path)
     msa_path = Path(msa_path)
     if not msa_path.is_file():
         raise MsaformerError(f"alignment not found: {msa_path}")
@@ -203,6 +224,11 @@ def score_variants(
     reason = runner.check(msa)
     if reason is not None:
         raise MsaformerError(f"{msa_path}: {reason}")
+    for row, n in zip(rows, line_nos):  # every mutation checked first, its error naming file and line
+        try:
+            check_wild_type(parse_mutation(row[mut_col]), msa, row[mut_col])
+        except MsaformerError as exc:
+            raise MsaformerError(f"{mutations_path}, line {n}: {exc}") from None
     scores = score_mutations(runner, msa, [row[mut_col] for row in rows])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*(c for c in columns if c != "score"), "score"], lineterminator="\n")

@@ -94,9 +94,11 @@ class ResultWriter:
         self.index = Path(index) if index is not None else self.out.with_suffix(".csv")
         if self.index.resolve() == self.out.resolve():
             raise MsaformerError(f"--index {self.index} would overwrite the HDF5 output; choose another name")
-        for path in (self.out, self.index):
+        for option, path in (("--out", self.out), ("--index", self.index)):
             if not path.parent.is_dir():
                 raise MsaformerError(f"output folder does not exist: {path.parent} (create it first)")
+            if path.is_dir():
+                raise MsaformerError(f"{option} {path} is a directory; give a file name, e.g. {path / 'results.h5'}")
         self.root_attrs = dict(root_attrs or {})
         self._side_spec = dict(side_dirs or {})
         self.side: dict[str, _SideDir] = {}

@@ -125,12 +125,25 @@ def from_fair_esm(obj: Any, contact_regression: Mapping[str, Any] | str | Path |
         args = upgrade_release_args(obj["args"])
         esm_state = upgrade_release_state_dict(obj["model"])
     else:
-        raise CheckpointError("from_fair_esm expects an esm MSATransformer or a {'args', 'model'} checkpoint dict")
+        found = "an msaformer model file (use it directly; no conversion needed)" if isinstance(obj, Mapping) and \
+            obj.get("format") == "msaformer-msa-lm" else (
+            f"a dict with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping) else type(obj).__name__)
+        raise CheckpointError(
+            f"expected a fair-esm MSA Transformer release file ({{'args', 'model'}}) or module, found {found}"
+        )
     if contact_regression is not None:
         if isinstance(contact_regression, (str, Path)):
+            where = str(contact_regression)
             contact_regression = load_fair_esm_checkpoint(contact_regression)
-        reg = contact_regression.get("model", contact_regression)
-        esm_state = {**esm_state, **upgrade_release_state_dict(reg)}
+        else:
+            where = "contact regression"
+        reg = upgrade_release_state_dict(contact_regression.get("model", contact_regression))
+        if set(reg) != {"contact_head.regression.weight", "contact_head.regression.bias"}:
+            raise CheckpointError(
+                f"{where}: not a contact-regression file: expected only contact_head.regression.weight/bias, "
+                f"found {len(reg)} tensor(s) ({', '.join(sorted(reg)[:3])}{', ...' if len(reg) > 3 else ''})"
+            )
+        esm_state = {**esm_state, **reg}
     row = esm_state.get("msa_position_embedding")
     config = config_from_fair_esm_args(args, None if row is None else int(row.shape[-1]))
     state = convert_state_dict(esm_state, config.num_layers)
@@ -162,12 +175,17 @@ def load_fair_esm_checkpoint(path: str | Path, *, allow_pickle: bool = False) ->
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
+        from msaformer.model.serialization import torch_file_problem
+
+        problem = torch_file_problem(path, exc)
+        if problem.startswith("not a torch.save file"):
+            raise CheckpointError(f"{path}: {problem}; expected a fair-esm release .pt file") from None
         if not allow_pickle:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"{path}: cannot be read safely ({first[:200]}); if you trust the file, pass --allow-pickle"
-            ) from None
-        data = torch.load(path, map_location="cpu", weights_only=False)
+            raise CheckpointError(f"{path}: {problem}; if you trust the file, pass --allow-pickle") from None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot be unpickled ({type(exc2).__name__}: {exc2})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")
     return data

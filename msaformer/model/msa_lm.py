@@ -37,6 +37,21 @@ class MsaModelConfig:
     inference_chunk_tokens: int | None = 65536  # no-grad token budget per projection; None = never chunk
 
     def __post_init__(self) -> None:
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for name in ("num_layers", "embed_dim", "num_heads", "ffn_dim", "max_positions", "max_rows"):
+            if not is_int(getattr(self, name)):
+                raise ConfigError(f"model.{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("row_embed_dim", "blocks_per_ckpt", "inference_chunk_tokens"):
+            if getattr(self, name) is not None and not is_int(getattr(self, name)):
+                raise ConfigError(f"model.{name} must be an integer or null, got {getattr(self, name)!r}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name} must be a number in [0, 1), got {value!r}")
+        if self.max_rows < 0:
+            raise ConfigError(f"model.max_rows must be >= 0 (0 disables row embeddings), got {self.max_rows}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"model.embed_dim {self.embed_dim} must be divisible by model.num_heads {self.num_heads}")
         if self.row_scaling not in ROW_SCALINGS:
@@ -96,6 +111,13 @@ class MSALanguageModel(nn.Module):
         self.emb_layer_norm_after = nn.LayerNorm(c.embed_dim)
         self.lm_head = LMHead(c.embed_dim, self.embed_tokens.weight)
         self.contact_head = ContactHead(c.num_layers * c.num_heads)
+        # nn.Embedding's N(0, 1) start, through the tied LM head, gives logits of std ~sqrt(D) and an initial
+        # loss far above ln(33); N(0, D^-1/2) starts near uniform predictions. Token and position embeddings
+        # keep the same scale relative to each other (both feed emb_layer_norm_before).
+        for table in (self.embed_tokens, self.embed_positions):
+            nn.init.normal_(table.weight, std=c.embed_dim**-0.5)
+            with torch.no_grad():
+                table.weight[PAD_IDX].zero_()
 
     @property
     def num_layers(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ FORMAT_VERSION = 1
 def save_model(model: MSALanguageModel, path: str | Path) -> Path:
     """Writes ``{"format", "format_version", "config", "state_dict"}`` atomically and returns the path."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give the model file's name, e.g. {path / 'model.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
@@ -28,9 +31,31 @@ def save_model(model: MSALanguageModel, path: str | Path) -> Path:
         "state_dict": state,
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def torch_file_problem(path: Path, exc: BaseException) -> str:
+    """Returns a short reason why ``torch.load(path, weights_only=True)`` failed: not a ``torch.save`` file at
+    all, or one holding objects that the safe loader refuses (torch's own message is a paragraph)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch.save: a zip, or a legacy pickle
+        return f"not a torch.save file (it starts with {head!r})"
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        lines = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        detail = (lines[0].strip() if lines else "unsupported object").split(". Please")[0]
+        detail = detail.split(" was not an allowed global")[0]
+        if "argparse.Namespace" in detail:
+            return "a fair-esm checkpoint ({'args', 'model'}); convert it with `msaformer convert-esm` first"
+        return f"holds objects the safe loader refuses ({detail})"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot be loaded ({first[:200]})"
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MSALanguageModel:
@@ -41,8 +66,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MS
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable msaformer model file ({first})") from None
+        problem = torch_file_problem(path, exc)
+        if problem.startswith("a fair-esm checkpoint"):
+            raise CheckpointError(f"{path}: {problem}, not an msaformer model file") from None
+        raise CheckpointError(
+            f"{path}: not a readable msaformer model file: {problem}; write one with "
+            "`msaformer export-weights`, `msaformer convert-esm` or save_model"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = " (a fair-esm checkpoint? convert it with `msaformer convert-esm`)" if isinstance(payload, dict) and "args" in payload else ""
         raise CheckpointError(f"{path}: not a {FORMAT} file{hint}")

@@ -14,6 +14,7 @@ Every mistake that can be found before starting processes is reported as a one-l
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,65 @@ def _positive(section: str, name: str, value: Any, *, allow_zero: bool = False) 
         raise ConfigError(f"{section}.{name} must be an integer {need}, got {value!r}")
 
 
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Returns what ``value`` should have been for a field annotated ``hint``, or None when it fits."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_args(hint) and type(None) in typing.get_args(hint):  # Optional[X]
+        if value is None:
+            return None
+        hint = args[0]
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint is list:
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if hint is dict:
+        return None if isinstance(value, dict) else "a mapping (key: value)"
+    return None
+
+
+def _coerce_float_strings(config: TrainConfig) -> TrainConfig:
+    """Returns ``config`` with float fields given as ``"1e-4"`` turned into floats: YAML 1.1 (PyYAML) reads
+    exponent notation without a dot as a string, in files and in ``--set train.lr=1e-4`` alike."""
+    sections = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        section = getattr(config, name)
+        if not (dataclasses.is_dataclass(hint) and isinstance(section, hint)):
+            continue
+        changes = {}
+        for field_name, field_hint in typing.get_type_hints(hint).items():
+            value = getattr(section, field_name)
+            if float in (field_hint, *typing.get_args(field_hint)) and isinstance(value, str):
+                try:
+                    changes[field_name] = float(value)
+                except ValueError:
+                    pass  # reported by check_types
+        if changes:
+            sections[name] = dataclasses.replace(section, **changes)
+    return dataclasses.replace(config, **sections) if sections else config
+
+
+def check_types(config: TrainConfig) -> None:
+    """Raises a one-line ConfigError naming the first field whose value has the wrong type (YAML and
+    ``--set`` values arrive untyped: ``--set train.lr=fast`` must not become a TypeError mid-run)."""
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ConfigError(f"{name} must be a section (a mapping of keys), got {value!r}")
+            for field_name, field_hint in typing.get_type_hints(hint).items():
+                need = _type_problem(getattr(value, field_name), field_hint)
+                if need:
+                    raise ConfigError(f"{name}.{field_name} must be {need}, got {getattr(value, field_name)!r}")
+        elif (need := _type_problem(value, hint)) is not None:
+            raise ConfigError(f"{name} must be {need}, got {value!r}")
+
+
 def resolve_path(value: str, base: Path | None) -> str:
     """Returns ``value`` as given if it exists (or is absolute), else relative to ``base`` when that exists."""
     path = Path(value).expanduser()
@@ -141,6 +201,7 @@ def resolve_path(value: str, base: Path | None) -> str:
 
 def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
     """Returns ``config`` after checking everything knowable before launch; raises a one-line ConfigError."""
+    check_types(config)
     d, t = config.data, config.train
     shards = d.shards if isinstance(d.shards, (list, tuple)) else [d.shards]
     if not shards:
@@ -211,9 +272,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
     """
     raw = load_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
-    if isinstance(raw.get("data", {}).get("shards"), str):
+    if isinstance(raw.get("data"), dict) and isinstance(raw["data"].get("shards"), str):
         raw["data"]["shards"] = [raw["data"]["shards"]]
-    config = from_dict(TrainConfig, raw)
+    config = _coerce_float_strings(from_dict(TrainConfig, raw))
+    check_types(config)
     bases = [Path(path).resolve().parent, *Path(path).resolve().parents] if path is not None else []
 
     def find(value: str) -> str:

@@ -69,6 +69,8 @@ def export_weights(run_dir: str | Path, out: str | Path, *, tag: str | None = No
     """
     from msaformer.model import MSALanguageModel, save_model
 
+    if Path(out).is_dir():  # before the (slow) consolidation, not after
+        raise CheckpointError(f"--out {out} is a directory; give the model file's name, e.g. {Path(out) / 'model.pt'}")
     config = load_run_model_config(run_dir)
     state_dict, tag = consolidated_state_dict(run_dir, tag)
     model = MSALanguageModel(config)
