@@ -63,7 +63,8 @@ def init_distributed() -> DistInfo:
     if not has_cuda:
         # Without this DeepSpeed probes for accelerators and may pick one that cannot run here.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
+    single = "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ
+    if single:
         # No launcher: without these DeepSpeed tries mpi4py discovery and fails.
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -87,6 +88,12 @@ def init_distributed() -> DistInfo:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    if single and not torch.distributed.is_initialized():
+        # A one-rank group needs no rendezvous: an in-memory store cannot collide with another job's port
+        # (a free port picked above may be taken by someone else before it is bound).
+        torch.distributed.init_process_group(
+            "nccl" if has_cuda else "gloo", store=torch.distributed.HashStore(), rank=0, world_size=1
+        )
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if has_cuda else "gloo", verbose=False)
     return DistInfo(
