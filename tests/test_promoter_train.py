@@ -14,7 +14,7 @@ TATA = ROOT / "datasets" / "promoter" / "gue_prom_core_tata"
 
 
 def test_shipped_configs_load():
-    for name in ("tiny", "gue_prom_core", "gue_prom_core_mean", "gue_prom_core_tata"):
+    for name in ("tiny", "gue_prom_core", "gue_prom_core_small", "gue_prom_core_mean", "gue_prom_core_tata"):
         cfg = load_train_config(ROOT / "configs" / "promoter" / f"{name}.yaml")
         assert Path(ROOT / cfg.data.train).is_file() and cfg.model.max_length == 70
 

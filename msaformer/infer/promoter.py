@@ -377,6 +377,7 @@ def explain_file(
         raise MsaformerError(f"{input_path}: no sequences found")
 
     profiles = {}
+    source = "the nucleotides (mean pooling)" if model.config.pooling == "mean" else "<cls>"
     with open(out_dir / "positional_relevance.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["group", "position", "n", "mean", "sem"])
@@ -391,7 +392,7 @@ def explain_file(
             writer.writerows([group, i + 1, int(c), f"{m:.6g}", f"{s:.6g}"]
                              for i, (c, m, s) in enumerate(zip(count, mean, sem)))
     plot_positional_profile(profiles, out_dir / "positional_relevance.png", tss=tss,
-                            title=f"attention rollout from <cls>, {Path(input_path).name}")
+                            title=f"attention rollout from {source}, {Path(input_path).name}")
     return {"records": n, "heatmaps": n_plots, "out_dir": str(out_dir)}
 
 
