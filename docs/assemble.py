@@ -2,17 +2,28 @@
 
 from pathlib import Path
 
-DOCS = Path("docs")
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 SECTIONS = ["parser", "shards", "model", "training", "inference", "promoter"]
 
 
-def build(head: str, names: list[str], tail: str | None, out: str) -> None:
+def render(head: str, names: list[str], tail: str | None) -> str:
+    """Returns the document made of ``head``, the named fragments and ``tail``."""
     parts = [(DOCS / head).read_text().rstrip()]
     parts += [(DOCS / "fragments" / f"{name}.md").read_text().rstrip() for name in names]
     if tail:
         parts.append((DOCS / tail).read_text().rstrip())
-    Path(out).write_text("\n\n".join(parts) + "\n")
+    return "\n\n".join(parts) + "\n"
 
 
-build("readme_head.md", SECTIONS, "readme_tail.md", "README.md")
-build("bench_head.md", [f"bench-{name}" for name in SECTIONS], None, "BENCHMARKS.md")
+def documents() -> dict[str, str]:
+    """Returns ``{file name: text}`` of the assembled documents."""
+    return {
+        "README.md": render("readme_head.md", SECTIONS, "readme_tail.md"),
+        "BENCHMARKS.md": render("bench_head.md", [f"bench-{name}" for name in SECTIONS], None),
+    }
+
+
+if __name__ == "__main__":
+    for name, text in documents().items():
+        (ROOT / name).write_text(text)

@@ -69,3 +69,13 @@ def test_readme_quickstart_runs_on_bundled_data(tmp_path):
 def test_readme_commands_install_torch_first(marker):
     command = _fenced_command(marker)
     assert command.startswith("python3 -m venv .venv")
+
+
+def test_readme_and_benchmarks_are_assembled_from_docs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("assemble", ROOT / "docs" / "assemble.py")
+    assemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(assemble)
+    for name, text in assemble.documents().items():
+        assert (ROOT / name).read_text() == text, f"{name} is stale: run python docs/assemble.py"
