@@ -98,6 +98,12 @@ def test_option_errors():
         preprocess(["x"], "o", resume=True, overwrite=True)
 
 
+def test_output_that_is_a_file_is_refused_up_front(tree):
+    target = next((tree / "in").rglob("*.a3m"))
+    with pytest.raises(ShardError, match="is a file"):
+        preprocess([target], target)
+
+
 def test_existing_output_needs_resume_or_overwrite(tree):
     preprocess([tree / "in"], tree / "out")
     with pytest.raises(ShardError, match="already holds shards"):

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from msaformer.data.msa import Msa
 from msaformer.data.shard_writer import COMPRESSIONS, EncodedRecord, compressor_threads, encode_record
-from msaformer.errors import AlignmentError, MsaformerError
+from msaformer.errors import AlignmentError, MsaformerError, ShardError
 
 REJECTED_FILE = "rejected.csv"
 
@@ -256,6 +256,8 @@ def preprocess(
     if resume and overwrite:
         raise MsaformerError("--resume and --overwrite exclude each other; pick one")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ShardError(f"--out {out_dir} is a file; give a directory for the shards")
     paths = expand_inputs(inputs, exclude=out_dir)
     if not paths:
         raise AlignmentError(f"no alignment files found in {', '.join(map(os.fspath, inputs)) or 'the inputs'}")
