@@ -20,13 +20,8 @@ MAX_KERNEL_BATCH = 65_535
 QKTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over ``[B, T, D]`` with a fused QKV projection.
-
-    ``forward`` uses :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient
-    kernels on GPU) unless the attention weights are asked for; then it runs the same math with an explicit
-    softmax and returns the ``[B, H, T, T]`` probabilities too.
-    """
+class FusedQKVAttention(nn.Module):
+    """Shared parameters of the attention blocks: one fused ``qkv`` projection and ``out_proj``."""
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
@@ -38,6 +33,15 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+
+class SelfAttention(FusedQKVAttention):
+    """Multi-head self-attention over ``[B, T, D]`` with a fused QKV projection.
+
+    ``forward`` uses :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient
+    kernels on GPU) unless the attention weights are asked for; then it runs the same math with an explicit
+    softmax and returns the ``[B, H, T, T]`` probabilities too.
+    """
 
     def forward(
         self,
@@ -76,7 +80,7 @@ class SelfAttention(nn.Module):
         return self.out_proj(out), attn
 
 
-class RowSelfAttention(nn.Module):
+class RowSelfAttention(FusedQKVAttention):
     """Tied row attention: one ``[L, L]`` map per head, shared by all rows of an MSA.
 
     The logits are the dot products of queries and keys summed over the MSA's real rows, scaled by
@@ -84,15 +88,6 @@ class RowSelfAttention(nn.Module):
     MSA, so its output does not depend on what it is batched with; ``"fair_esm"`` counts padded rows too,
     reproducing fair-esm exactly.
     """
-
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.num_heads, self.head_dim))  # (B, n, L, H, hd)
@@ -145,20 +140,11 @@ class RowSelfAttention(nn.Module):
         return out, probs
 
 
-class ColumnSelfAttention(nn.Module):
+class ColumnSelfAttention(FusedQKVAttention):
     """Column attention: each column attends over its rows, through scaled_dot_product_attention.
 
     Column-attention maps are never materialised; padded rows are masked out as keys.
     """
-
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def _attend(self, x: torch.Tensor, key_keep: torch.Tensor | None) -> torch.Tensor:
         """Returns the update of columns ``x [B, N, C, D]``; ``key_keep [B, C, N]`` True = row is attended."""
