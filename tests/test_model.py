@@ -76,15 +76,20 @@ def test_fair_esm_scaling_breaks_batching_invariance():
     assert rel_err(batched["logits"][1, :4, :10], alone["logits"][0]) > 1e-4
 
 
-def test_chunked_inference_equals_unchunked():
+@pytest.mark.parametrize("repr_layers", [(1, 3), (0, 2, 3), (0, 1, 2, 3), ()])
+def test_chunked_inference_equals_unchunked(repr_layers):
+    # The chunked path updates layer outputs in place unless they are asked for: every representation
+    # returned must still equal the unchunked one.
     tokens = pad_batch([random_msa(9, 17, 3), random_msa(6, 12, 4)])
     full = make_model(3, inference_chunk_tokens=None)
     chunked = make_model(3, inference_chunk_tokens=37)  # odd budget: ragged chunks of rows, columns, tokens
     with torch.no_grad():
-        a = full(tokens, repr_layers=(1, 3), return_contacts=True)
-        b = chunked(tokens, repr_layers=(1, 3), return_contacts=True)
+        a = full(tokens, repr_layers=repr_layers, return_contacts=True)
+        b = chunked(tokens, repr_layers=repr_layers, return_contacts=True)
     assert rel_err(b["logits"], a["logits"]) < 1e-5
-    assert rel_err(b["representations"][1], a["representations"][1]) < 1e-5
+    assert sorted(b["representations"]) == sorted(repr_layers)
+    for layer in repr_layers:
+        assert rel_err(b["representations"][layer], a["representations"][layer]) < 1e-5, layer
     assert rel_err(b["contacts"], a["contacts"]) < 1e-5
 
 

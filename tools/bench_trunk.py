@@ -41,6 +41,13 @@ def parse_case(name: str) -> tuple[str, int, int, int]:
     return kind, B, N, L
 
 
+def token_columns(L: int, max_positions: int = 1024) -> int:
+    """Returns the token columns of a case with ``L`` residues: ``L + 1`` with the ``<cls>`` column, except
+    that a case at the model's position limit (the issue's ``(1, 16, 1024)``, measured on fair-esm, whose
+    1024 positions include ``<cls>``) counts ``<cls>`` among its ``L`` columns."""
+    return L if L + 1 > max_positions else L + 1
+
+
 def model_flops(config, B: int, N: int, L: int, training: bool) -> float:
     T, D = B * N * L, config.embed_dim
     per_layer = 32 * T * D**2 + 4 * T * D * (L + N)
@@ -58,8 +65,8 @@ def run_worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     kind, B, N, L = parse_case(spec["case"])
-    L_tok = L + 1  # the <cls> column
     config = MsaModelConfig.preset(spec["preset"])
+    L_tok = token_columns(L, config.max_positions)  # the <cls> column included
     if config.max_rows not in (0, 1024):
         config = config.replace(max_rows=1024)  # fair-esm's row embedding has 1024 rows
     esm_model = build_fair_esm(config, seed=0)

@@ -92,15 +92,11 @@ class RowSelfAttention(FusedQKVAttention):
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.num_heads, self.head_dim))  # (B, n, L, H, hd)
 
-    def forward(self, x: torch.Tensor, mask, chunk_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(update [B, N, L, D], attn [B, H, L, L])`` for normed input ``x [B, N, L, D]``.
 
-        ``mask`` is the batch's :class:`~msaformer.model.trunk.AxialMask`. ``chunk_rows`` (no-grad only)
-        computes the logits and the update over blocks of rows, bounding the projection memory.
+        ``mask`` is the batch's :class:`~msaformer.model.trunk.AxialMask`.
         """
-        B, N, L, D = x.shape
-        if chunk_rows is not None and chunk_rows < N:
-            return self._chunked_forward(x, mask, chunk_rows)
         q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))  # each (B, N, L, H, hd)
         q = q * mask.row_scale.to(q.dtype)  # (B, 1, 1, 1, 1): head_dim**-0.5 / sqrt(rows)
         if mask.token_keep is not None:
@@ -117,27 +113,32 @@ class RowSelfAttention(FusedQKVAttention):
         return F.dropout(probs, self.dropout, self.training)
 
     @torch.no_grad()
-    def _chunked_forward(self, x: torch.Tensor, mask, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        B, N, L, D = x.shape
+    def add_to_(self, x: torch.Tensor, norm: nn.Module, mask, chunk_rows: int) -> torch.Tensor:
+        """Adds the update of ``norm(x)`` to ``x [B, N, L, D]`` in place, over blocks of ``chunk_rows`` rows;
+        returns the attention ``[B, H, L, L]``. No-grad only.
+
+        Two passes: the logits are summed over row blocks, then each block's values are attended and its
+        update added. Block ``r`` of the second pass reads only rows ``r`` of ``x``, so updating in place is
+        exact, and nothing of size ``N x L x D`` is allocated beyond ``x`` itself.
+        """
+        D = x.shape[-1]
         w_qk, w_v = self.qkv.weight[: 2 * D], self.qkv.weight[2 * D :]
         b_qk, b_v = self.qkv.bias[: 2 * D], self.qkv.bias[2 * D :]
+        blocks = [slice(start, start + chunk_rows) for start in range(0, x.shape[1], chunk_rows)]
         logits = None
-        for start in range(0, N, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            q, k = (self._split(t) for t in F.linear(x[:, rows], w_qk, b_qk).chunk(2, dim=-1))
+        for rows in blocks:
+            q, k = (self._split(t) for t in F.linear(norm(x[:, rows]), w_qk, b_qk).chunk(2, dim=-1))
             q = q * mask.row_scale.to(q.dtype)
             if mask.token_keep is not None:
                 q = q * mask.token_keep[:, rows].to(q.dtype)
             part = torch.einsum("bnihd,bnjhd->bhij", q, k)
             logits = part if logits is None else logits.add_(part)
         probs = self._probs(logits, mask)
-        out = torch.empty_like(x)
-        for start in range(0, N, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            v = self._split(F.linear(x[:, rows], w_v, b_v))
+        for rows in blocks:
+            v = self._split(F.linear(norm(x[:, rows]), w_v, b_v))
             ctx = torch.einsum("bhij,bnjhd->bnihd", probs.to(v.dtype), v).flatten(-2)
-            out[:, rows] = self.out_proj(ctx)
-        return out, probs
+            x[:, rows] += self.out_proj(ctx)
+        return probs
 
 
 class ColumnSelfAttention(FusedQKVAttention):
@@ -158,25 +159,27 @@ class ColumnSelfAttention(FusedQKVAttention):
         out = out.view(B, C, H, N, hd).permute(0, 3, 1, 2, 4).reshape(B, N, C, D)
         return self.out_proj(out)
 
-    def forward(self, x: torch.Tensor, mask, chunk_columns: int | None = None) -> torch.Tensor:
-        """Returns the update ``[B, N, L, D]`` of normed input ``x [B, N, L, D]``.
-
-        Columns are processed in blocks of at most ``chunk_columns`` (and always few enough that the
-        kernel's flattened batch ``B * columns * H`` stays below 65,535).
-        """
-        B, N, L, D = x.shape
+    def _blocks(self, B: int, L: int, chunk_columns: int | None) -> list[slice]:
+        """Column blocks of at most ``chunk_columns``, few enough for the kernel's flattened batch
+        ``B * columns * H`` to stay below 65,535."""
         limit = max(1, (MAX_KERNEL_BATCH - 1) // (B * self.num_heads))
         step = min(limit, chunk_columns or L)
-        if step >= L:
+        return [slice(start, start + step) for start in range(0, L, step)]
+
+    def _keep(self, mask, cols: slice) -> torch.Tensor | None:
+        return None if mask.column_key_keep is None else mask.column_key_keep[:, cols]
+
+    def forward(self, x: torch.Tensor, mask) -> torch.Tensor:
+        """Returns the update ``[B, N, L, D]`` of normed input ``x [B, N, L, D]``."""
+        B, N, L, D = x.shape
+        blocks = self._blocks(B, L, None)
+        if len(blocks) == 1:
             return self._attend(x, mask.column_key_keep)
-        out = torch.empty_like(x) if not torch.is_grad_enabled() else None
-        parts = []
-        for start in range(0, L, step):
-            cols = slice(start, start + step)
-            keep = None if mask.column_key_keep is None else mask.column_key_keep[:, cols]
-            part = self._attend(x[:, :, cols], keep)
-            if out is None:
-                parts.append(part)
-            else:
-                out[:, :, cols] = part  # no-grad: fill in place instead of keeping every block alive
-        return torch.cat(parts, dim=2) if out is None else out
+        return torch.cat([self._attend(x[:, :, cols], self._keep(mask, cols)) for cols in blocks], dim=2)
+
+    @torch.no_grad()
+    def add_to_(self, x: torch.Tensor, norm: nn.Module, mask, chunk_columns: int) -> None:
+        """Adds the update of ``norm(x)`` to ``x [B, N, L, D]`` in place, over blocks of ``chunk_columns``
+        columns (no-grad only; exact, since a column's attention reads only that column)."""
+        for cols in self._blocks(x.shape[0], x.shape[2], chunk_columns):
+            x[:, :, cols] += self._attend(norm(x[:, :, cols]), self._keep(mask, cols))

@@ -123,21 +123,38 @@ class MSALanguageModel(nn.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def embed(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """Returns the embedded MSA ``[B, N, L, D]`` (after ``emb_layer_norm_before`` and dropout; padding zeroed)."""
+    def embed(self, tokens: torch.Tensor, pad: torch.Tensor, chunk_tokens: int | None = None) -> torch.Tensor:
+        """Returns the embedded MSA ``[B, N, L, D]`` (after ``emb_layer_norm_before`` and dropout; padding zeroed).
+
+        With ``chunk_tokens`` and no grad, blocks of rows of about that many tokens are embedded straight
+        into the output, so the sums and the layer norm never hold more than a block.
+        """
         B, N, L = tokens.shape
         c = self.config
         if L > c.max_positions:
             raise ConfigError(f"MSA has {L} columns (<cls> included) but the model allows max_positions={c.max_positions}")
+        if self.row_embedding is not None and N > self.row_embedding.shape[1]:
+            raise ConfigError(f"MSA has {N} rows but the model's row embedding allows max_rows={self.row_embedding.shape[1]}")
         keep = ~pad
         positions = torch.cumsum(keep, dim=-1) * keep + PAD_IDX  # (B, N, L)
+        if chunk_tokens is None or torch.is_grad_enabled():
+            return self._embed_rows(tokens, positions, keep, slice(0, N))
+        step = max(1, chunk_tokens // max(1, B * L))
+        out = None
+        for start in range(0, N, step):
+            rows = slice(start, min(start + step, N))
+            block = self._embed_rows(tokens[:, rows], positions[:, rows], keep[:, rows], rows)
+            if out is None:
+                out = block.new_empty((B, N, L, block.shape[-1]))
+            out[:, rows] = block
+        return out
+
+    def _embed_rows(self, tokens: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor, rows: slice) -> torch.Tensor:
         x = self.embed_tokens(tokens) + self.embed_positions(positions)
         if self.row_embedding is not None:
-            if N > self.row_embedding.shape[1]:
-                raise ConfigError(f"MSA has {N} rows but the model's row embedding allows max_rows={self.row_embedding.shape[1]}")
-            x = x + self.row_embedding[:, :N]
+            x = x + self.row_embedding[:, rows]
         x = self.emb_layer_norm_before(x)
-        x = F.dropout(x, c.dropout, self.training)
+        x = F.dropout(x, self.config.dropout, self.training)
         return x * keep[..., None].to(x.dtype)
 
     def forward(
@@ -157,7 +174,10 @@ class MSALanguageModel(nn.Module):
             raise ConfigError(f"tokens must be [B, N, L+1], got shape {tuple(tokens.shape)}")
         c = self.config
         pad = tokens.eq(PAD_IDX)
-        x = self.embed(tokens, pad)
+        chunk = c.inference_chunk_tokens
+        if chunk is not None and tokens.numel() <= chunk:
+            chunk = None  # small enough: no chunking
+        x = self.embed(tokens, pad, chunk)
         mask = AxialMask.build(pad, c.embed_dim // c.num_heads, c.row_scaling, torch.float32)
 
         repr_layers = {int(i) for i in repr_layers}
@@ -176,20 +196,22 @@ class MSALanguageModel(nn.Module):
             if keep_attn:
                 row_attentions.append(row_attn)
 
-        chunk = c.inference_chunk_tokens
-        if chunk is not None and x.shape[0] * x.shape[1] * x.shape[2] <= chunk:
-            chunk = None  # small enough: no chunking
         x = run_layers(
             self.layers, x, mask,
             blocks_per_ckpt=c.blocks_per_ckpt if self.training else None,
             chunk_tokens=chunk,
             keep_outputs=frozenset(i - 1 for i in repr_layers if 0 < i < c.num_layers),
+            keep_input=0 in repr_layers,
             on_layer=on_layer,
         )  # fmt: skip
-        x = self.emb_layer_norm_after(x)
+        if chunk is None or torch.is_grad_enabled():
+            x = self.emb_layer_norm_after(x)
+            logits = self.lm_head(x)
+        else:
+            x, logits = self._chunked_output(x, chunk, in_place=all(x is not r for r in representations.values()))
         if c.num_layers in repr_layers:
             representations[c.num_layers] = x
-        result: dict[str, Any] = {"logits": self.lm_head(x), "representations": representations}
+        result: dict[str, Any] = {"logits": logits, "representations": representations}
         if keep_attn:
             attn = torch.stack(row_attentions, dim=1)  # (B, layers, H, L+1, L+1)
             if need_row_attentions:
@@ -197,6 +219,24 @@ class MSALanguageModel(nn.Module):
             if return_contacts:
                 result["contacts"] = self.contact_head(attn, mask.column_pad)
         return result
+
+    @torch.no_grad()
+    def _chunked_output(self, x: torch.Tensor, chunk: int, in_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``emb_layer_norm_after`` and the LM head over blocks of ``chunk`` tokens (no-grad), so the head's
+        ``D``-wide intermediates never exist for the whole MSA; returns ``(normed x, logits)``."""
+        flat_in = x.reshape(-1, x.shape[-1])
+        out = x if in_place else None
+        parts, normed = [], []
+        for start in range(0, flat_in.shape[0], chunk):
+            h = self.emb_layer_norm_after(flat_in[start : start + chunk])
+            if in_place:
+                flat_in[start : start + chunk] = h
+            else:
+                normed.append(h)
+            parts.append(self.lm_head(h))
+        if out is None:
+            out = torch.cat(normed).view(x.shape)
+        return out, torch.cat(parts).view(*x.shape[:-1], -1)
 
     def predict_contacts(self, tokens: torch.Tensor) -> torch.Tensor:
         """Returns contact probabilities ``[B, L, L]``."""

@@ -1,0 +1,134 @@
+"""Estimate the GPU memory of msaformer and fair-esm at the trunk benchmark's shapes, without a GPU.
+
+Runs the same iteration as ``tools/bench_trunk.py`` (training: bf16-autocast forward, fp32 loss, backward,
+AdamW step; inference: no-grad forward, optionally with contacts) on the ``meta`` device under
+:mod:`msaformer.model.memory`'s tracker, and prints the estimated ``torch.cuda.max_memory_allocated`` per
+case beside fair-esm's published H100 measurements (the issue's figures), which calibrate the estimator.
+Takes seconds per case: nothing is computed.
+
+Examples::
+
+    python tools/estimate_memory.py                                   # the issue's GPU cases, both models
+    python tools/estimate_memory.py --cases train-1x512x128 --ckpt 1  # msaformer with checkpointing
+    python tools/estimate_memory.py --cases contacts-1x1024x1023 --impls msaformer --chunk-tokens 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_trunk import GPU_CASES, IMPLS, parse_case, token_columns  # noqa: E402
+
+from msaformer.data.alphabet import CLS_IDX  # noqa: E402
+from msaformer.model import MSALanguageModel, MsaModelConfig  # noqa: E402
+from msaformer.model.convert import build_fair_esm  # noqa: E402
+from msaformer.model.memory import GiB, measure_step  # noqa: E402
+
+#: fair-esm on an H100 80GB, bf16 autocast, from the trunk issue (GiB; "OOM" = more than 80 GB).
+FAIR_ESM_H100 = {
+    "train-1x64x256": 12.2,
+    "train-1x16x1024": 12.4,
+    "train-1x512x128": 72.0,
+    "infer-1x1024x256": 27.7,
+    "contacts-1x512x256": "OOM",
+}
+
+
+def build(impl: str, preset: str, ckpt: int, chunk_tokens: int | None, esm_max_tokens: int, train: bool):
+    config = MsaModelConfig.preset(preset)
+    if config.max_rows not in (0, 1024):
+        config = config.replace(max_rows=1024)
+    with torch.device("meta"):
+        if impl == "fair_esm":
+            model = build_fair_esm(config, seed=0)
+            if not train:
+                model.max_tokens_per_msa_(esm_max_tokens)
+        else:
+            changes = {"row_scaling": "real_rows", "blocks_per_ckpt": ckpt or None}
+            if chunk_tokens is not None:
+                changes["inference_chunk_tokens"] = chunk_tokens or None
+            model = MSALanguageModel(config.replace(**changes))
+    return model
+
+
+def estimate(case: str, impl: str, args) -> dict:
+    kind, B, N, L = parse_case(case)
+    train = kind == "train"
+    model = build(impl, args.preset, args.ckpt, args.chunk_tokens, args.esm_max_tokens, train)
+    L_tok = token_columns(L, MsaModelConfig.preset(args.preset).max_positions)
+    tokens = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
+    targets = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
+    if train:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
+
+        def step(autocast) -> None:
+            with autocast():
+                logits = model(tokens)["logits"]
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    else:
+        model.eval()
+
+        def step(autocast) -> None:
+            with torch.no_grad(), autocast():
+                out = model(tokens, return_contacts=kind == "contacts")
+                (out["contacts"] if kind == "contacts" else out["logits"]).float().sum()
+
+    peak, base = measure_step(model, step, dtype=dtype, warmup=1 if train else 0, extra=[tokens, targets])
+    del model, step
+    gc.collect()
+    return {"case": case, "impl": impl, "peak_gib": peak, "base_gib": base}
+
+
+def markdown(results: list[dict], args) -> str:
+    lines = [
+        f"estimated peak (GiB, `max_memory_allocated`); preset {args.preset}, {args.dtype} autocast, "
+        f"msaformer checkpointing {args.ckpt or 'off'}, inference chunk tokens "
+        f"{'default' if args.chunk_tokens is None else args.chunk_tokens or 'off'}, fair-esm max_tokens_per_msa "
+        f"{args.esm_max_tokens}",
+        "",
+        "| case | impl | estimated peak GiB | of which weights/grads/optimizer | fair-esm measured on H100 (issue) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        ref = FAIR_ESM_H100.get(r["case"], "") if r["impl"] == "fair_esm" else ""
+        lines.append(f"| {r['case']} | {r['impl']} | {r['peak_gib']:.2f} | {r['base_gib']:.2f} | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default=",".join(GPU_CASES))
+    p.add_argument("--impls", default=",".join(IMPLS))
+    p.add_argument("--preset", default="esm_msa1b")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--ckpt", type=int, default=0, help="msaformer blocks_per_ckpt for training cases (0 = off)")
+    p.add_argument("--chunk-tokens", type=int, default=None, help="msaformer inference_chunk_tokens (0 = never chunk)")
+    p.add_argument("--esm-max-tokens", type=int, default=2**14, help="fair-esm max_tokens_per_msa for inference")
+    p.add_argument("--json", dest="json_out", default=None)
+    args = p.parse_args()
+    results = []
+    for case in args.cases.split(","):
+        for impl in args.impls.split(","):
+            r = estimate(case, impl, args)
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    print(markdown(results, args))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
