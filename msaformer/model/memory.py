@@ -10,7 +10,8 @@ The model runs on the ``meta`` device (shapes and dtypes, no data, no compute), 
   parameters cached for the region), so saved activations get the dtypes they would have on a GPU.
   ``scaled_dot_product_attention`` is replaced by a stand-in with the memory behaviour of the flash /
   memory-efficient kernels: it keeps ``q, k, v``, the output and an fp32 log-sum-exp, never the
-  ``[..., N, N]`` map, and its backward allocates an fp32 ``dq`` accumulator.
+  ``[..., N, N]`` map, and its backward allocates an fp32 ``dq`` accumulator. ``dropout`` is replaced by
+  one with the memory of CUDA's fused kernel (output + a 1-byte mask).
 
 What it does not see: the allocator's fragmentation and cached-but-free blocks (``max_memory_reserved``),
 cuBLAS / cuDNN workspaces, the CUDA context (~0.5 GiB outside PyTorch's counters) and NCCL buffers. Meta
@@ -110,12 +111,46 @@ class _FlashAttention(torch.autograd.Function):
 
 
 def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
-    if attn_mask is not None:  # the memory-efficient kernel reads the mask; it keeps no more than flash
-        pass
+    # With a mask the memory-efficient kernel runs instead of flash; it keeps no more than flash does.
     return _FlashAttention.apply(q, k, v)
 
 
-class EmulatedAutocast(TorchFunctionMode):
+class _FusedDropout(torch.autograd.Function):
+    """Memory stand-in for CUDA's fused dropout: the output plus a 1-byte mask, which the backward keeps.
+
+    (Off CUDA, ``F.dropout`` draws an input-sized float noise tensor and multiplies, keeping both the
+    input and the noise for the backward: 8 bytes per fp32 element instead of 1.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        ctx.save_for_backward(mask)
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.empty_like(grad)
+
+
+def _dropout(x, p=0.5, training=True, inplace=False):
+    if not training or p == 0.0:
+        return x
+    return _FusedDropout.apply(x)
+
+
+class _CudaKernels(TorchFunctionMode):
+    """Swaps the ops whose CUDA kernels allocate differently from their generic versions for stand-ins."""
+
+    def _kernel(self, func, args, kwargs):
+        if func is F.scaled_dot_product_attention:
+            return _sdpa(*args, **kwargs)
+        if func is F.dropout:
+            return _dropout(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+class EmulatedAutocast(_CudaKernels):
     """CUDA autocast's casting rules, applied to the ops the MSA models call, on any device.
 
     Low precision: ``linear``, ``matmul``/``@``, ``mm``, ``bmm``, ``baddbmm``, ``addmm``, ``einsum``,
@@ -158,24 +193,18 @@ class EmulatedAutocast(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            cast = self._cast(self.dtype)
-            return _sdpa(*tree_map(cast, args), **kwargs)
-        if func in self._low:
+        if func is F.scaled_dot_product_attention or func in self._low:
             args, kwargs = tree_map(self._cast(self.dtype), (args, kwargs))
         elif func in self._fp32 and kwargs.get("dtype") is None:
             args, kwargs = tree_map(self._cast(torch.float32), (args, kwargs))
-        return func(*args, **kwargs)
+        return self._kernel(func, args, kwargs)
 
 
-class FusedAttentionOnly(TorchFunctionMode):
-    """Without autocast (fp32 runs): only swaps ``scaled_dot_product_attention`` for the kernel stand-in."""
+class CudaKernelsOnly(_CudaKernels):
+    """Without autocast (fp32 runs): only the attention and dropout stand-ins."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            return _sdpa(*args, **kwargs)
-        return func(*args, **kwargs)
+        return self._kernel(func, args, kwargs or {})
 
 
 @contextlib.contextmanager
@@ -217,7 +246,7 @@ def measure_step(
     """
 
     def autocast(cache: bool = True) -> TorchFunctionMode:
-        return EmulatedAutocast(dtype, cache) if dtype is not None else FusedAttentionOnly()
+        return EmulatedAutocast(dtype, cache) if dtype is not None else CudaKernelsOnly()
 
     tracker = MemoryTracker()
     tracker.track(list(model.parameters()) + list(model.buffers()) + list(extra))
