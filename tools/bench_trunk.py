@@ -30,7 +30,7 @@ GPU_CASES = [
     "contacts-1x512x256", "contacts-1x1024x1023",
 ]  # fmt: skip
 CPU_CASES = ["train-1x16x64", "train-1x32x128", "infer-1x64x128", "contacts-1x64x128"]
-IMPLS = ("fair_esm", "msaformer")
+IMPLS = ("fair_esm", "msaformer")  # also "msaformer_compile": msaformer with torch.compile of each layer
 
 
 def parse_case(name: str) -> tuple[str, int, int, int]:
@@ -83,7 +83,7 @@ def run_worker(spec: dict) -> dict:
         model = MSALanguageModel(config.replace(**changes))
         model.load_state_dict(converted.state_dict())
         del converted
-        if spec["compile"]:
+        if spec["compile"] or spec["impl"] == "msaformer_compile":
             for i, layer in enumerate(model.layers):
                 model.layers[i] = torch.compile(layer)
     model.to(device)
@@ -180,7 +180,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: the issue's GPU cases, or small CPU cases)")
-    p.add_argument("--impls", default=",".join(IMPLS), help="fair_esm,msaformer")
+    p.add_argument("--impls", default=",".join(IMPLS), help="fair_esm,msaformer,msaformer_compile")
     p.add_argument("--preset", default="esm_msa1b")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="autocast dtype (default bf16 on cuda, fp32 on cpu)")
     p.add_argument("--steps", type=int, default=None)
