@@ -30,7 +30,8 @@ GPU_CASES = [
     "contacts-1x512x256", "contacts-1x1024x1023",
 ]  # fmt: skip
 CPU_CASES = ["train-1x16x64", "train-1x32x128", "infer-1x64x128", "contacts-1x64x128"]
-IMPLS = ("fair_esm", "msaformer")  # also "msaformer_compile": msaformer with torch.compile of each layer
+IMPLS = ("fair_esm", "msaformer")
+# Also: "msaformer_compile" (torch.compile of each layer), "msaformer_ckpt" (checkpointing every layer).
 
 
 def parse_case(name: str) -> tuple[str, int, int, int]:
@@ -77,7 +78,8 @@ def run_worker(spec: dict) -> dict:
     else:
         converted = from_fair_esm(esm_model)
         del esm_model
-        changes = {"row_scaling": "real_rows", "blocks_per_ckpt": spec["ckpt"] or None}
+        ckpt = 1 if spec["impl"] == "msaformer_ckpt" else spec["ckpt"]
+        changes = {"row_scaling": "real_rows", "blocks_per_ckpt": ckpt or None}
         if spec["chunk_tokens"] is not None:
             changes["inference_chunk_tokens"] = spec["chunk_tokens"] or None
         model = MSALanguageModel(config.replace(**changes))
@@ -180,7 +182,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: the issue's GPU cases, or small CPU cases)")
-    p.add_argument("--impls", default=",".join(IMPLS), help="fair_esm,msaformer,msaformer_compile")
+    p.add_argument("--impls", default=",".join(IMPLS), help="fair_esm,msaformer,msaformer_compile,msaformer_ckpt")
     p.add_argument("--preset", default="esm_msa1b")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="autocast dtype (default bf16 on cuda, fp32 on cpu)")
     p.add_argument("--steps", type=int, default=None)
