@@ -11,6 +11,7 @@ Examples::
     python tools/estimate_memory.py                                   # the issue's GPU cases, both models
     python tools/estimate_memory.py --cases train-1x512x128 --ckpt 1  # msaformer with checkpointing
     python tools/estimate_memory.py --cases contacts-1x1024x1023 --impls msaformer --chunk-tokens 65536
+    python tools/estimate_memory.py --preset configs/model/esm_msa1b.yaml --impls msaformer --cases infer-4x256x255
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trunk import GPU_CASES, IMPLS, parse_case, token_columns  # noqa: E402
 
 from msaformer.data.alphabet import CLS_IDX  # noqa: E402
-from msaformer.model import MSALanguageModel, MsaModelConfig  # noqa: E402
+from msaformer.model import MSALanguageModel, load_model_config  # noqa: E402
 from msaformer.model.convert import build_fair_esm  # noqa: E402
 from msaformer.model.memory import GiB, measure_step  # noqa: E402
 
@@ -42,7 +43,7 @@ FAIR_ESM_H100 = {
 
 
 def build(impl: str, preset: str, ckpt: int, chunk_tokens: int | None, esm_max_tokens: int, train: bool):
-    config = MsaModelConfig.preset(preset)
+    config = load_model_config(preset)
     if config.max_rows not in (0, 1024):
         config = config.replace(max_rows=1024)
     with torch.device("meta"):
@@ -62,7 +63,7 @@ def estimate(case: str, impl: str, args) -> dict:
     kind, B, N, L = parse_case(case)
     train = kind == "train"
     model = build(impl, args.preset, args.ckpt, args.chunk_tokens, args.esm_max_tokens, train)
-    L_tok = token_columns(L, MsaModelConfig.preset(args.preset).max_positions)
+    L_tok = token_columns(L, load_model_config(args.preset).max_positions)
     tokens = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
     targets = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
     dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
@@ -112,7 +113,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(GPU_CASES))
     p.add_argument("--impls", default=",".join(IMPLS))
-    p.add_argument("--preset", default="esm_msa1b")
+    p.add_argument("--preset", default="esm_msa1b", help="model preset name or model config YAML")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--ckpt", type=int, default=0, help="msaformer blocks_per_ckpt for training cases (0 = off)")
     p.add_argument("--chunk-tokens", type=int, default=None, help="msaformer inference_chunk_tokens (0 = never chunk)")
