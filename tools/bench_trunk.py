@@ -55,6 +55,36 @@ def model_flops(config, B: int, N: int, L: int, training: bool) -> float:
     return per_layer * config.num_layers * (3 if training else 1)
 
 
+def make_step(model, kind: str, tokens, targets, foreach: bool | None = None):
+    """Returns ``step(autocast)``, one benchmark iteration of ``model`` (put in train or eval mode here):
+    ``train``: forward under ``autocast()``, fp32 cross-entropy, backward, AdamW step; ``infer`` /
+    ``contacts``: a no-grad forward under ``autocast()``, synchronised by reading one number. The memory
+    estimate (``tools/estimate_memory.py``) runs the same iteration."""
+    import torch
+
+    if kind == "train":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=foreach)
+
+        def step(autocast) -> None:
+            with autocast():
+                logits = model(tokens)["logits"]
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    else:
+        model.eval()
+
+        def step(autocast) -> None:
+            with torch.no_grad(), autocast():
+                out = model(tokens, return_contacts=kind == "contacts")
+                (out["contacts"] if kind == "contacts" else out["logits"]).float().sum().item()
+
+    return step
+
+
 def run_worker(spec: dict) -> dict:
     """Runs one case of one implementation in this process; returns its measurements."""
     import torch
@@ -100,26 +130,10 @@ def run_worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    if kind == "train":
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    iteration = make_step(model, kind, tokens, targets)
 
-        def step() -> None:
-            with autocast:
-                logits = model(tokens)["logits"]
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    else:
-        model.eval()
-
-        def step() -> None:
-            with torch.no_grad(), autocast:
-                out = model(tokens, return_contacts=kind == "contacts")
-                (out["contacts"] if kind == "contacts" else out["logits"]).float().sum().item()
+    def step() -> None:
+        iteration(lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
 
     result = {"case": spec["case"], "impl": spec["impl"], "status": "ok"}
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trunk import GPU_CASES, IMPLS, parse_case, token_columns  # noqa: E402
+from bench_trunk import GPU_CASES, IMPLS, make_step, parse_case, token_columns  # noqa: E402
 
 from msaformer.data.alphabet import CLS_IDX  # noqa: E402
 from msaformer.model import MSALanguageModel, load_model_config  # noqa: E402
@@ -67,26 +67,7 @@ def estimate(case: str, impl: str, args) -> dict:
     tokens = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
     targets = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
     dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
-    if train:
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
-
-        def step(autocast) -> None:
-            with autocast():
-                logits = model(tokens)["logits"]
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    else:
-        model.eval()
-
-        def step(autocast) -> None:
-            with torch.no_grad(), autocast():
-                out = model(tokens, return_contacts=kind == "contacts")
-                (out["contacts"] if kind == "contacts" else out["logits"]).float().sum()
-
+    step = make_step(model, kind, tokens, targets, foreach=False)  # the benchmark's iteration
     peak, base = measure_step(model, step, dtype=dtype, warmup=1 if train else 0, extra=[tokens, targets])
     del model, step
     gc.collect()
