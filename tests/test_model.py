@@ -226,3 +226,30 @@ def test_yaml_configs_equal_presets():
     assert load_model_config({"preset": "tiny", "embed_dim": 33}).embed_dim == 33
     with pytest.raises(ConfigError, match="num_layerz"):
         load_model_config("tiny", ["num_layerz=2"])
+
+
+@pytest.mark.parametrize("precision", ["bf16_weights", "bf16_autocast"])
+def test_low_precision_training_and_chunked_inference_run_and_agree(precision):
+    # The GPU runs: DeepSpeed bf16 (bf16 weights) for training, autocast or bf16 weights for inference.
+    # On CPU, check that every path (padding, checkpointing, chunking) runs in bf16 and stays near fp32.
+    tokens = pad_batch([random_msa(9, 17, 3), random_msa(6, 12, 4)])
+    ref_model = make_model(5, inference_chunk_tokens=None)
+    with torch.no_grad():
+        ref = ref_model(tokens, repr_layers=(2,), return_contacts=True)
+    model = make_model(5, inference_chunk_tokens=37, blocks_per_ckpt=1)
+    bf16_weights = precision == "bf16_weights"
+    if bf16_weights:
+        model = model.to(torch.bfloat16)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not bf16_weights)
+    with torch.no_grad(), autocast:
+        out = model(tokens, repr_layers=(2,), return_contacts=True)
+    assert rel_err(out["logits"].float(), ref["logits"]) < 0.05
+    assert rel_err(out["representations"][2].float(), ref["representations"][2]) < 0.05
+    assert rel_err(out["contacts"].float(), ref["contacts"]) < 0.05
+    model.train()
+    with autocast:
+        loss = model(tokens)["logits"].float().logsumexp(-1).mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == ["contact_head.regression.weight", "contact_head.regression.bias"]  # not in the loss
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

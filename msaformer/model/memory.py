@@ -240,9 +240,9 @@ def measure_step(
     ``step(autocast)`` does one whole iteration (forward, and backward + optimizer step for training), like
     the benchmark loop whose ``torch.cuda.max_memory_allocated`` it stands for, entering ``autocast()``
     where the real loop enters ``torch.autocast``. The trunk's activation checkpointing recomputes its
-    blocks under the emulation too, as ``torch.utils.checkpoint`` restores autocast for recomputation. ``dtype`` is the autocast dtype (None: fp32, no
-    autocast; attention still goes through the fused-kernel stand-in). ``extra`` are other tensors that
-    exist before the step (inputs, say).
+    blocks under the emulation too, as ``torch.utils.checkpoint`` restores autocast for recomputation.
+    ``dtype`` is the autocast dtype (None: fp32, no autocast; attention and dropout still go through the
+    kernel stand-ins). ``extra`` are other tensors that exist before the step (inputs, say).
     """
 
     def autocast(cache: bool = True) -> TorchFunctionMode:
