@@ -5,13 +5,28 @@
 #
 # Before the device call, once per checkout:  bash ../shared/tools/device-wheels.sh   (wheels into .whl/)
 # Device call:  carry [".whl"], command "bash tools/gpu_checks.sh", timeout_s 600.
+#
+# Smoke test of the script itself on a CPU (small shapes, tiny model, the local venv):
+#   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python SKIP_WHEELS=1 TRAIN_CASES=train-1x8x32 \
+#   CKPT_CASE=train-1x16x32 INFER_CASES=infer-1x16x32,contacts-1x16x32 LOOP_SHAPE=1x8x33 bash tools/gpu_checks.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/msaformer_gpu_checks}
+DEVICE=${DEVICE:-cuda}
+PRESET=${PRESET:-esm_msa1b}
+PY=${PYTHON:-python3}
+TRAIN_CASES=${TRAIN_CASES:-train-1x64x256,train-1x16x1024}
+CKPT_CASE=${CKPT_CASE:-train-1x512x128}
+INFER_CASES=${INFER_CASES:-infer-1x1024x256,contacts-1x512x256,contacts-1x1024x1023}
+LOOP_SHAPE=${LOOP_SHAPE:-1x64x256}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+if [ "${SKIP_WHEELS:-0}" != 1 ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+fi
 LOG="$OUT/logs.txt"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__)"; date -u; } > "$OUT/gpu.txt" 2>&1
+: > "$LOG"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"
+  "$PY" -c "import torch; print('torch', torch.__version__)"; date -u; } > "$OUT/gpu.txt"
 
 step() {  # step NAME SECONDS COMMAND...: its stdout (a markdown table) goes to NAME.md, its stderr to logs.txt
     local name=$1 limit=$2
@@ -22,15 +37,15 @@ step() {  # step NAME SECONDS COMMAND...: its stdout (a markdown table) goes to 
     echo "== $name: rc=$? in $((SECONDS - t0)) s" | tee -a "$LOG"
 }
 
-B="python3 tools/bench_trunk.py --device cuda --steps 10 --warmup 3"
+B=("$PY" tools/bench_trunk.py --device "$DEVICE" --preset "$PRESET" --steps 10 --warmup 3)
 # 1. Training speed vs fair-esm (target >= 3x tokens/s) and checkpointing (<= 9 GiB at 1x512x128).
-step trunk_train 150 $B --cases train-1x64x256,train-1x16x1024
-step trunk_ckpt 90 $B --cases train-1x512x128 --impls msaformer --ckpt 1
+step trunk_train 150 "${B[@]}" --cases "$TRAIN_CASES"
+step trunk_ckpt 90 "${B[@]}" --cases "$CKPT_CASE" --impls msaformer,msaformer_ckpt
 # 2. Inference speed and memory vs fair-esm at 1x1024x256 (>= 2x at <= 1/4 memory); contacts at 1x1024x1023.
-step trunk_infer 150 $B --cases infer-1x1024x256,contacts-1x512x256,contacts-1x1024x1023
+step trunk_infer 150 "${B[@]}" --cases "$INFER_CASES"
 # 3. The estimator's figures for the same cases, to compare with what was just measured.
-step estimate 60 python3 tools/estimate_memory.py \
-    --cases train-1x64x256,train-1x16x1024,infer-1x1024x256,contacts-1x512x256,contacts-1x1024x1023
+step estimate 60 "$PY" tools/estimate_memory.py --preset "$PRESET" --cases "$TRAIN_CASES,$INFER_CASES"
 # 4. Full training loop (loader + DeepSpeed ZeRO-2, bf16) vs the raw trunk (target >= 90%).
-step train_loop 120 python3 tools/bench_train.py loop --preset esm_msa1b --shape 1x64x256 --steps 30 --loop-workers 2
+step train_loop 120 "$PY" tools/bench_train.py loop --device "$DEVICE" --preset "$PRESET" --shape "$LOOP_SHAPE" \
+    --steps 30 --loop-workers 2
 ls -la "$OUT"
