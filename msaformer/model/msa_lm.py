@@ -224,19 +224,18 @@ class MSALanguageModel(nn.Module):
     def _chunked_output(self, x: torch.Tensor, chunk: int, in_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``emb_layer_norm_after`` and the LM head over blocks of ``chunk`` tokens (no-grad), so the head's
         ``D``-wide intermediates never exist for the whole MSA; returns ``(normed x, logits)``."""
-        flat_in = x.reshape(-1, x.shape[-1])
-        out = x if in_place else None
-        parts, normed = [], []
-        for start in range(0, flat_in.shape[0], chunk):
-            h = self.emb_layer_norm_after(flat_in[start : start + chunk])
+        in_place = in_place and x.is_contiguous()  # flat must be a view of x
+        flat = x.reshape(-1, x.shape[-1])
+        normed, logits = [], []
+        for start in range(0, flat.shape[0], chunk):
+            h = self.emb_layer_norm_after(flat[start : start + chunk])
+            logits.append(self.lm_head(h))
             if in_place:
-                flat_in[start : start + chunk] = h
+                flat[start : start + chunk] = h
             else:
                 normed.append(h)
-            parts.append(self.lm_head(h))
-        if out is None:
-            out = torch.cat(normed).view(x.shape)
-        return out, torch.cat(parts).view(*x.shape[:-1], -1)
+        out = x if in_place else torch.cat(normed).view(x.shape)
+        return out, torch.cat(logits).view(*x.shape[:-1], -1)
 
     def predict_contacts(self, tokens: torch.Tensor) -> torch.Tensor:
         """Returns contact probabilities ``[B, L, L]``."""
