@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msaformer.data.alphabet import CLS_IDX, MASK_IDX, PAD_IDX, RESIDUE_IDS
-from msaformer.data.collate import IGNORE_INDEX, collate_msas, mask_tokens
+from msaformer.data.collate import IGNORE_INDEX, MsaSample, collate_msas, mask_tokens
 
 
 def msa_ids(rng, n, length):
@@ -51,19 +54,19 @@ def test_collate_pads_and_unpads_exactly(shapes, seed):
     samples = []
     for i, (n, length) in enumerate(shapes):
         tokens, targets = mask_tokens(msa_ids(rng, n, length), rng)
-        samples.append({"tokens": tokens, "targets": targets, "index": 10 + i})
+        samples.append(MsaSample(tokens, targets, 10 + i))
     batch = collate_msas(samples)
     depth = max(n for n, _ in shapes)
     width = max(length for _, length in shapes) + 1
-    assert tuple(batch["tokens"].shape) == (len(shapes), depth, width) == tuple(batch["targets"].shape)
-    assert batch["index"].tolist() == [10 + i for i in range(len(shapes))]
-    assert batch["n_tokens"] == sum(n * (length + 1) for n, length in shapes)
+    assert tuple(batch.tokens.shape) == (len(shapes), depth, width) == tuple(batch.targets.shape)
+    assert batch.n_tokens == sum(n * (length + 1) for n, length in shapes)
+    pad = np.ones((len(shapes), depth, width), dtype=bool)
     for b, (n, length) in enumerate(shapes):
-        np.testing.assert_array_equal(batch["tokens"][b, :n, : length + 1].numpy(), samples[b]["tokens"])
-        np.testing.assert_array_equal(batch["targets"][b, :n, : length + 1].numpy(), samples[b]["targets"])
-        assert batch["row_mask"][b].tolist() == [True] * n + [False] * (depth - n)
-        assert batch["column_mask"][b].tolist() == [True] * (length + 1) + [False] * (width - length - 1)
-    pad = batch["padding_mask"].numpy()
-    assert (batch["tokens"].numpy()[pad] == PAD_IDX).all()  # padded rows are all <pad>: the model's convention
-    assert (batch["targets"].numpy()[pad] == IGNORE_INDEX).all()
-    assert (batch["tokens"].numpy()[~pad] != PAD_IDX).all()
+        np.testing.assert_array_equal(batch.tokens[b, :n, : length + 1].numpy(), samples[b].tokens)
+        np.testing.assert_array_equal(batch.targets[b, :n, : length + 1].numpy(), samples[b].targets)
+        pad[b, :n, : length + 1] = False
+    assert (batch.tokens.numpy()[pad] == PAD_IDX).all()  # padded rows are all <pad>: the model's convention
+    assert (batch.targets.numpy()[pad] == IGNORE_INDEX).all()
+    assert (batch.tokens.numpy()[~pad] != PAD_IDX).all()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.n_tokens = 0

@@ -57,13 +57,42 @@ def test_release_format_round_trip_through_cli(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     model = load_model(tmp_path / "model.pt")
-    assert model.config.row_scaling == "fair_esm"
+    assert model.config.row_scaling == "real_rows"  # the default: equal to fair-esm on unpadded MSAs
     tokens = tokens_for(6, 9)
     with torch.no_grad():
         ref = esm_model(tokens, return_contacts=True)
         out = model(tokens, return_contacts=True)
     torch.testing.assert_close(out["logits"], ref["logits"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["contacts"], ref["contacts"], rtol=1e-5, atol=1e-6)
+
+
+def test_converted_model_is_batching_invariant_and_fair_esm_scaling_stays_available():
+    from msaformer.data.alphabet import PAD_IDX
+
+    config = MsaModelConfig.preset("tiny", max_rows=1024, num_layers=2)
+    esm_model = build_fair_esm(config, seed=6, perturb=0.05)
+    small, big = tokens_for(4, 9)[0], tokens_for(11, 14)[0]
+    batch = torch.full((2, 11, 15), PAD_IDX, dtype=torch.long)
+    batch[0, :11, :15], batch[1, :4, :10] = big, small  # the MSA next to a deeper, longer one
+    for row_scaling, invariant in (("real_rows", True), ("fair_esm", False)):
+        model = from_fair_esm(esm_model, row_scaling=row_scaling)
+        with torch.no_grad():
+            alone = model(small[None], return_contacts=True)
+            batched = model(batch, return_contacts=True)
+            ref = esm_model(small[None], return_contacts=True)
+        torch.testing.assert_close(alone["logits"], ref["logits"], rtol=1e-5, atol=1e-5)  # parity, unpadded
+        same = torch.allclose(batched["logits"][1, :4, :10], alone["logits"][0], rtol=1e-5, atol=1e-5) and \
+            torch.allclose(batched["contacts"][1, :9, :9], alone["contacts"][0], rtol=1e-5, atol=1e-6)
+        assert same == invariant, row_scaling
+    runner = CliRunner()
+    ckpt, _ = release_format(esm_model)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(ckpt, f"{tmp}/esm.pt")
+        result = runner.invoke(app, ["convert-esm", f"{tmp}/esm.pt", "--row-scaling", "fair_esm", "-o", f"{tmp}/m.pt"])
+        assert result.exit_code == 0, result.output
+        assert load_model(f"{tmp}/m.pt").config.row_scaling == "fair_esm"
 
 
 def test_from_live_module_equals_from_release_dict():

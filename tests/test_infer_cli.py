@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from msaformer.cli.main import app
 from msaformer.model import MSALanguageModel, MsaModelConfig, save_model
+from tests.paths import MSA, needs_shared
 
-DATA = Path(__file__).resolve().parent.parent / "datasets" / "msa"
+DATA = MSA
+pytestmark = needs_shared
 runner = CliRunner()
 
 

@@ -17,8 +17,10 @@ from msaformer.data.alphabet import encode_msa
 from msaformer.errors import MsaformerError
 from msaformer.infer.msa import EmbedOptions, MsaInference, embed, read_embeddings, root_attributes
 from msaformer.model import MSALanguageModel, MsaModelConfig, load_model, save_model
+from tests.paths import MSA, needs_shared
 
-DATA = Path(__file__).resolve().parent.parent / "datasets" / "msa"
+DATA = MSA
+pytestmark = needs_shared
 # (file, rows, columns): odd, unequal shapes, all shorter than the test model's 100 positions
 SMALL = {
     "fn3": (DATA / "hmmer/fn3.sto", 98, 86),
@@ -40,7 +42,6 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def _opts(**kw) -> EmbedOptions:
     kw.setdefault("max_seqs", MAX_SEQS)
-    kw.setdefault("progress", False)
     return EmbedOptions(**kw)
 
 
@@ -119,8 +120,8 @@ def test_fair_esm_converted_model_gives_fair_esm_contacts(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     ckpt = save_model(from_fair_esm(reference), tmp_path / "converted.pt")
 
-    # a 12-row MSA would share a padded batch with the 13-row ones; fair-esm's row scaling counts padded
-    # rows, so converted models must batch by depth to give fair-esm's numbers
+    # a 12-row MSA shares a padded batch with the 13-row ones: the converted model scales tied row attention
+    # by each MSA's own rows (real_rows, the default), so every MSA still gets exactly fair-esm's numbers
     (fn3,) = read_alignments(SMALL["fn3"][0])
     shallow = tmp_path / "shallow.a3m"
     shallow.write_text("".join(f">{n}\n{s}\n" for n, s in zip(fn3.names[:12], fn3.sequences[:12])))
@@ -197,6 +198,34 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_files(checkpoint, tm
     assert list(read_embeddings(out)) == ["fn3"]
 
 
+def test_rerun_reuses_what_the_previous_output_holds(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "res.h5"
+    files = [SMALL[k][0] for k in ("fn3", "UniRef50_E9K9Y4")]
+    first = embed(files, checkpoint, out, _opts(plot=True, include=("mean", "contacts_csv")))
+    assert (first.ok, first.reused) == (2, 0)
+    reference = read_embeddings(out)
+    pngs = {p.name: p.read_bytes() for p in (tmp_path / "res_plots").iterdir()}
+    computed = []
+    original = MsaInference.forward
+
+    def counting(self, tokens, *a, **k):
+        computed.append(tokens.shape)
+        return original(self, tokens, *a, **k)
+
+    monkeypatch.setattr(MsaInference, "forward", counting)
+    files.append(SMALL["2q2k_A_bfd_uniclust_hits"][0])
+    again = embed(files, checkpoint, out, _opts(plot=True, include=("mean", "contacts_csv")))
+    assert (again.ok, again.reused) == (3, 2) and len(computed) == 1  # only the new MSA ran
+    results = read_embeddings(out)
+    for name in reference:
+        np.testing.assert_array_equal(results[name]["mean"], reference[name]["mean"])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "res_plots").iterdir() if p.name in pngs} == pngs
+    assert len(list((tmp_path / "res_contacts").iterdir())) == 3
+    computed.clear()
+    embed(files, checkpoint, out, _opts(plot=True, include=("mean", "contacts_csv"), max_seqs=5))
+    assert len(computed) >= 1  # other options: nothing is reused
+
+
 def test_plots_ranked_csvs_and_unique_group_names(checkpoint, tmp_path):
     out = tmp_path / "res.h5"
     src = SMALL["2q2k_A_bfd_uniclust_hits"][0]
@@ -218,12 +247,10 @@ def test_plots_ranked_csvs_and_unique_group_names(checkpoint, tmp_path):
 
 
 def test_shard_directory_input(checkpoint, tmp_path):
-    from msaformer.data import ShardWriter
+    from msaformer.data.preprocess import write_msas
 
-    with ShardWriter(tmp_path / "shards", shard_size_records=1) as writer:
-        for key in ("UniRef50_E9K9Y4", "2q2k_A_bfd_uniclust_hits"):
-            for msa in read_alignments(SMALL[key][0]):
-                writer.add(msa)
+    msas = [msa for key in ("UniRef50_E9K9Y4", "2q2k_A_bfd_uniclust_hits") for msa in read_alignments(SMALL[key][0])]
+    write_msas(tmp_path / "shards", msas, shard_size_records=1)
     out = tmp_path / "res.h5"
     summary = embed([tmp_path / "shards"], checkpoint, out, _opts(include=("per_tok",)))
     assert summary.ok == 2

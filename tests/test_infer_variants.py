@@ -15,8 +15,10 @@ from msaformer.errors import MsaformerError
 from msaformer.infer.msa import MsaInference
 from msaformer.infer.variants import Substitution, parse_mutation, read_mutations, score_mutations, score_variants
 from msaformer.model import MSALanguageModel, MsaModelConfig, save_model
+from tests.paths import MSA, needs_shared
 
-MSA_FILE = Path(__file__).resolve().parent.parent / "datasets" / "msa" / "esm" / "UniRef50_E9K9Y4.a3m"  # 17 x 98
+MSA_FILE = MSA / "esm" / "UniRef50_E9K9Y4.a3m"  # 17 x 98
+pytestmark = needs_shared
 ROWS = 11
 
 
@@ -29,7 +31,7 @@ def model():
 @pytest.fixture(scope="module")
 def msa():
     (full,) = read_alignments(MSA_FILE)
-    from msaformer.infer.subsample import subsample
+    from msaformer.data.sampling import subsample
 
     return subsample(full, ROWS, "first")
 
@@ -133,6 +135,6 @@ def test_mutation_file_errors_name_file_and_line(model, tmp_path):
         with pytest.raises(MsaformerError, match=pattern):
             score_variants(MSA_FILE, tmp_path / name, ckpt, tmp_path / "o.csv", max_seqs=ROWS, device="cpu")
     (tmp_path / "binary.csv").write_bytes(b"\x9f\x00\xff" * 50)  # not text: one line, not UnicodeDecodeError
-    with pytest.raises(MsaformerError, match="binary.csv: not a text file"):
+    with pytest.raises(MsaformerError, match="binary.csv is not a text file"):
         read_mutations(tmp_path / "binary.csv")
     assert not (tmp_path / "o.csv").exists()

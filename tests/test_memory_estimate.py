@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from msaformer.model import MSALanguageModel, MsaModelConfig
-from msaformer.model.memory import GiB, EmulatedAutocast, MemoryTracker, measure_step
+from msaformer.train.execution import apply_activation_checkpointing
+from msaformer.train.memory import GiB, EmulatedAutocast, MemoryTracker, measure_step, recompute_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import estimate_memory  # noqa: E402
@@ -99,7 +100,9 @@ def test_checkpointing_is_recomputed_under_the_emulation_and_saves_memory():
     peaks = {}
     for ckpt in (None, 1):
         with torch.device("meta"):
-            model = MSALanguageModel(_tiny(blocks_per_ckpt=ckpt, num_layers=4)).train()
+            model = MSALanguageModel(_tiny(num_layers=4)).train()
+        if ckpt:  # the engine's checkpointing, with the estimator's recomputation context: no monkeypatching
+            apply_activation_checkpointing(model, ckpt, context_fn=recompute_context(torch.bfloat16))
         peaks[ckpt] = _train_peak(model, tokens)
     assert peaks[1] < 0.6 * peaks[None]
 

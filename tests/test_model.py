@@ -1,4 +1,5 @@
-"""MSALanguageModel: shapes, masks, batching invariance, chunked inference, checkpointing, save/load."""
+"""MSALanguageModel: shapes, masks, batching invariance, the chunked runner, checkpointing applied from outside,
+save/load (old files too)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 
 from msaformer.data.alphabet import CLS_IDX, PAD_IDX
-from msaformer.errors import CheckpointError, ConfigError
+from msaformer.errors import CheckpointError, ConfigError, MsaformerError
+from msaformer.infer.chunked import ChunkOptions, run_chunked
 from msaformer.model import MSALanguageModel, MsaModelConfig, load_model, save_model
+from msaformer.train.execution import apply_activation_checkpointing, is_checkpointed, plain_names
 
 
 def random_msa(N: int, L: int, seed: int) -> torch.Tensor:
@@ -78,15 +81,17 @@ def test_fair_esm_scaling_breaks_batching_invariance():
 
 @pytest.mark.parametrize("repr_layers", [(1, 3), (0, 2, 3), (0, 1, 2, 3), ()])
 def test_chunked_inference_equals_unchunked(repr_layers):
-    # The chunked path updates layer outputs in place unless they are asked for: every representation
-    # returned must still equal the unchunked one.
+    # The runner updates one buffer in place and copies the representations asked for: every one returned
+    # must still equal the unchunked one.
     tokens = pad_batch([random_msa(9, 17, 3), random_msa(6, 12, 4)])
-    full = make_model(3, inference_chunk_tokens=None)
-    chunked = make_model(3, inference_chunk_tokens=37)  # odd budget: ragged chunks of rows, columns, tokens
+    model = make_model(3)
     with torch.no_grad():
-        a = full(tokens, repr_layers=repr_layers, return_contacts=True)
-        b = chunked(tokens, repr_layers=repr_layers, return_contacts=True)
+        a = model(tokens, repr_layers=repr_layers, return_contacts=True, need_row_attentions=True)
+    # odd budget: ragged blocks of rows, columns, tokens
+    b = run_chunked(model, tokens, ChunkOptions(37), repr_layers, need_row_attentions=True, return_contacts=True)
+    assert set(b) == set(a)
     assert rel_err(b["logits"], a["logits"]) < 1e-5
+    assert rel_err(b["row_attentions"], a["row_attentions"]) < 1e-5
     assert sorted(b["representations"]) == sorted(repr_layers)
     for layer in repr_layers:
         assert rel_err(b["representations"][layer], a["representations"][layer]) < 1e-5, layer
@@ -97,7 +102,7 @@ def test_column_attention_kernel_limit_chunks_columns(monkeypatch):
     import msaformer.model.attention as attention
 
     tokens = pad_batch([random_msa(5, 14, 5)])
-    model = make_model(4, inference_chunk_tokens=None)
+    model = make_model(4)
     with torch.no_grad():
         ref = model(tokens)["logits"]
         monkeypatch.setattr(attention, "MAX_KERNEL_BATCH", 3 * 4 + 1)  # 4 columns x 3 heads per call
@@ -113,11 +118,22 @@ def _grads(model: MSALanguageModel, tokens: torch.Tensor) -> dict[str, torch.Ten
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_gradient_checkpointing_same_gradients():
+def test_chunked_runner_refuses_training_mode():
+    with pytest.raises(MsaformerError, match="eval"):
+        run_chunked(make_model().train(), random_msa(3, 5, 0)[None], ChunkOptions(4))
+    with pytest.raises(MsaformerError, match="token budget"):
+        ChunkOptions(0)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_gradient_checkpointing_same_gradients(every):
     tokens = pad_batch([random_msa(5, 9, 6), random_msa(3, 6, 7)])
     plain = make_model(5).train()
-    ckpt = make_model(5, blocks_per_ckpt=2).train()
-    g_plain, g_ckpt = _grads(plain, tokens), _grads(ckpt, tokens)
+    ckpt = apply_activation_checkpointing(make_model(5), every=every).train()
+    assert [is_checkpointed(b) for b in ckpt.layers] == [i % every == 0 for i in range(3)]
+    assert ckpt.state_dict().keys() == plain.state_dict().keys()  # plain names: files and exports unchanged
+    g_plain = _grads(plain, tokens)
+    g_ckpt = plain_names(_grads(ckpt, tokens))
     assert g_plain.keys() == g_ckpt.keys() and len(g_plain) > 10
     for name in g_plain:
         assert torch.allclose(g_plain[name], g_ckpt[name], rtol=1e-5, atol=1e-7), name
@@ -125,9 +141,10 @@ def test_gradient_checkpointing_same_gradients():
 
 def test_checkpointing_actually_recomputes():
     tokens = pad_batch([random_msa(5, 9, 6)])
-    model = make_model(5, blocks_per_ckpt=1).train()
+    model = make_model(5)
     calls = []
     model.layers[0].ffn.fc1.register_forward_hook(lambda *args: calls.append(1))
+    apply_activation_checkpointing(model).train()
     model(tokens)["logits"].sum().backward()
     assert len(calls) == 2  # forward, then recomputed in backward
     calls.clear()
@@ -169,16 +186,30 @@ def test_config_field_types_are_checked():
     # deep inside (embed_dim='abc') or a silently accepted string (dropout='abc')
     for field, value, match in [("embed_dim", "abc", "embed_dim must be an integer"),
                                 ("num_heads", 2.5, "num_heads must be an integer"),
-                                ("dropout", "abc", r"dropout must be a number in \[0, 1\)"),
+                                ("dropout", "abc", "dropout must be a number, got .abc."),
                                 ("attention_dropout", 1.0, "attention_dropout"),
-                                ("blocks_per_ckpt", "2", "blocks_per_ckpt must be an integer or null"),
+                                ("row_embed_dim", "2", "row_embed_dim must be an integer"),
                                 ("max_rows", -1, "max_rows must be >= 0")]:  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             MsaModelConfig.preset("tiny", **{field: value})
 
 
+def test_removed_execution_fields_are_named_in_configs_and_dropped_from_old_files(tmp_path):
+    from msaformer.model import load_model_config
+
+    with pytest.raises(ConfigError, match="model.blocks_per_ckpt is not a model field.*activation_checkpointing"):
+        load_model_config({"preset": "tiny", "blocks_per_ckpt": 1})
+    model = make_model(4)
+    path = save_model(model, tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"].update(blocks_per_ckpt=2, inference_chunk_tokens=65536)  # what older files carry
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert old.config == model.config
+
+
 def test_save_load_round_trip(tmp_path):
-    model = make_model(9, blocks_per_ckpt=2)
+    model = make_model(9)
     path = save_model(model, tmp_path / "sub" / "model.pt")
     loaded = load_model(path)
     assert loaded.config == model.config
@@ -233,16 +264,16 @@ def test_low_precision_training_and_chunked_inference_run_and_agree(precision):
     # The GPU runs: DeepSpeed bf16 (bf16 weights) for training, autocast or bf16 weights for inference.
     # On CPU, check that every path (padding, checkpointing, chunking) runs in bf16 and stays near fp32.
     tokens = pad_batch([random_msa(9, 17, 3), random_msa(6, 12, 4)])
-    ref_model = make_model(5, inference_chunk_tokens=None)
+    ref_model = make_model(5)
     with torch.no_grad():
         ref = ref_model(tokens, repr_layers=(2,), return_contacts=True)
-    model = make_model(5, inference_chunk_tokens=37, blocks_per_ckpt=1)
+    model = apply_activation_checkpointing(make_model(5))
     bf16_weights = precision == "bf16_weights"
     if bf16_weights:
         model = model.to(torch.bfloat16)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not bf16_weights)
     with torch.no_grad(), autocast:
-        out = model(tokens, repr_layers=(2,), return_contacts=True)
+        out = run_chunked(model, tokens, ChunkOptions(37), (2,), return_contacts=True)
     assert rel_err(out["logits"].float(), ref["logits"]) < 0.05
     assert rel_err(out["representations"][2].float(), ref["representations"][2]) < 0.05
     assert rel_err(out["contacts"].float(), ref["contacts"]) < 0.05
@@ -250,6 +281,6 @@ def test_low_precision_training_and_chunked_inference_run_and_agree(precision):
     with autocast:
         loss = model(tokens)["logits"].float().logsumexp(-1).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    missing = [n for n, p in plain_names(dict(model.named_parameters())).items() if p.grad is None]
     assert missing == ["contact_head.regression.weight", "contact_head.regression.bias"]  # not in the loss
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

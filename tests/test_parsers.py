@@ -14,8 +14,10 @@ import pytest
 from msaformer.data import parse_alignment, read_alignments
 from msaformer.data.parsers import ALIGNMENT_SUFFIXES, detect_format, is_alignment_path
 from msaformer.errors import AlignmentError, MsaformerError
+from tests.paths import MSA, needs_shared
 
-DATA = Path(__file__).resolve().parent.parent / "datasets" / "msa"
+DATA = MSA
+pytestmark = needs_shared
 EXPECTED = list(csv.DictReader((DATA / "expected.tsv").read_text().splitlines(), delimiter="\t"))
 OK_ROWS = [row for row in EXPECTED if row["status"] == "OK"]
 BAD_ROWS = [row for row in EXPECTED if row["status"] != "OK"]

@@ -9,12 +9,14 @@ from sklearn.metrics import matthews_corrcoef
 from typer.testing import CliRunner
 
 from msaformer.cli.main import app
+from tests.paths import PROMOTER, needs_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "datasets" / "promoter" / "models" / "gue_prom_core_all.pt"
-GUE = ROOT / "datasets" / "promoter" / "gue_prom_core_all"
+MODEL = ROOT / "datasets" / "models" / "gue_prom_core_all.pt"
+GUE = PROMOTER / "gue_prom_core_all"
 
 
+@needs_shared
 def test_bundled_model_predicts_the_gue_test_set_at_its_recorded_mcc(tmp_path):
     out = tmp_path / "preds.csv"
     result = CliRunner().invoke(app, ["promoter", "predict", str(GUE / "test.csv"), "--checkpoint", str(MODEL),
@@ -24,12 +26,13 @@ def test_bundled_model_predicts_the_gue_test_set_at_its_recorded_mcc(tmp_path):
     truth = pd.read_csv(GUE / "test.csv")
     assert len(preds) == len(truth) == 5920
     mcc = matthews_corrcoef(truth["label"], preds["label"])
-    assert abs(mcc - 0.7048) < 0.002  # datasets/promoter/SOURCES.md and BENCHMARKS.md record 0.705
+    assert abs(mcc - 0.7048) < 0.002  # datasets/README.md and BENCHMARKS.md record 0.705
 
 
+@needs_shared
 def test_bundled_model_explains_with_plots(tmp_path):
     out = tmp_path / "explain"
-    tata = ROOT / "datasets" / "promoter" / "gue_prom_core_tata" / "test.csv"
+    tata = PROMOTER / "gue_prom_core_tata" / "test.csv"
     result = CliRunner().invoke(app, ["promoter", "explain", str(tata), "--checkpoint", str(MODEL), "--out", str(out),
                                       "--max-plots", "3", "--tss", "34"])
     assert result.exit_code == 0, result.output

@@ -11,12 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from msaformer.cli.main import app
+from tests.paths import PROMOTER, needs_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-TATA = ROOT / "datasets" / "promoter" / "gue_prom_core_tata"
+TATA = PROMOTER / "gue_prom_core_tata"
 TINY_TEST_MCC_FLOOR = 0.50
 
 runner = CliRunner()
+pytestmark = needs_shared
 
 
 def _invoke(*args):
@@ -107,7 +109,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
     bad.write_text(">ok\nACGT\n>broken\nACGTXACGT\n")
     ckpt = tmp_path / "none.pt"
     result = _invoke("promoter", "predict", bad, "--checkpoint", ckpt, "--out", tmp_path / "o.csv")
-    assert result.exit_code == 1 and "checkpoint not found" in result.output
+    assert result.exit_code == 1 and result.output == f"error: model file not found: {ckpt}\n"
     assert "Traceback" not in result.output
 
     from msaformer.model.promoter import PromoterClassifier, PromoterModelConfig, save_promoter_model

@@ -22,8 +22,9 @@ from msaformer.data.promoter import (
     read_promoters,
 )
 from msaformer.errors import MsaformerError
+from tests.paths import PROMOTER, needs_shared
 
-DATA = Path(__file__).resolve().parents[1] / "datasets" / "promoter"
+DATA = PROMOTER
 
 
 def test_token_order_and_specials():
@@ -60,6 +61,7 @@ def test_collate_prepends_cls_and_pads(seqs):
         assert (row[1 + len(s) :] == PAD_IDX).all()
 
 
+@needs_shared
 def test_read_gue_csv():
     data = read_promoters(DATA / "gue_prom_core_tata" / "dev.csv", require_labels=True)
     assert len(data) == 613 and set(np.unique(data.labels)) == {0, 1}
@@ -67,6 +69,7 @@ def test_read_gue_csv():
     assert data.ids[0] == "dev:1"
 
 
+@needs_shared
 def test_read_uci_promoters():
     data = read_promoters(DATA / "ecoli" / "uci_promoters.data")
     assert len(data) == 106 and int(data.labels.sum()) == 53
@@ -74,6 +77,7 @@ def test_read_uci_promoters():
     assert data.sequences[0].startswith("tactagcaatacgcttgcg") and len(data.sequences[0]) == 57
 
 
+@needs_shared
 def test_read_ipromoter_csv_mixed_case():
     data = read_promoters(DATA / "ecoli" / "iPromoter2L_v9d3.csv", require_labels=True)
     assert len(data) == 5720 and int(data.labels.sum()) == 2860

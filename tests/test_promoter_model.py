@@ -6,11 +6,12 @@ import torch
 
 from msaformer.data.promoter import PAD_IDX, collate, encode
 from msaformer.errors import ConfigError, MsaformerError
-from msaformer.infer.promoter import attention_rollout, explain_tokens, predict_records, score_tokens, window_starts
+from msaformer.infer.promoter import attention_rollout, explain_tokens, predict_records, window_starts
 from msaformer.model.promoter import (
     PromoterClassifier,
     PromoterModelConfig,
     load_promoter_model,
+    promoter_probabilities,
     save_promoter_model,
 )
 
@@ -49,7 +50,7 @@ def test_prediction_alone_equals_prediction_in_padded_batch(kw):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(weighted, together, atol=1e-5, rtol=1e-5)
     # The helper used by predict / training batches by length in its own order: same numbers.
-    np.testing.assert_allclose(score_tokens(model, tokens, batch_size=3), torch.sigmoid(alone).numpy(), atol=1e-6)
+    np.testing.assert_allclose(promoter_probabilities(model, tokens, batch_size=3), torch.sigmoid(alone).numpy(), atol=1e-6)
 
 
 def test_padding_never_influences_real_tokens():
@@ -120,7 +121,7 @@ def test_long_sequences_are_scored_by_windows():
     (row, wins), = predict_records(model, [("long", long_seq)], stride=20, aggregate="max")
     starts = [s for s, _ in wins]
     assert starts == window_starts(90, 37, 20) and row["n_windows"] == len(starts)
-    expected = score_tokens(model, [encode(long_seq[s : s + 37]) for s in starts])
+    expected = promoter_probabilities(model, [encode(long_seq[s : s + 37]) for s in starts])
     np.testing.assert_allclose([p for _, p in wins], expected, atol=1e-6)
     assert row["probability"] == pytest.approx(expected.max())
     (mean_row, _), = predict_records(model, [("long", long_seq)], stride=20, aggregate="mean")

@@ -1,4 +1,4 @@
-"""Row selection, column windows and the token budget (msaformer.data.sampling)."""
+"""Row selection for training and inference, column windows and the token budget (msaformer.data.sampling)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from msaformer.data.msa import Msa
 from msaformer.data.sampling import (
     STRATEGIES,
     SamplingOptions,
+    content_rng,
     crop_window,
     greedy_diverse,
     identity_filter,
     rows_in_budget,
     sample_msa,
     select_rows,
+    subsample,
 )
-from msaformer.errors import ConfigError
+from msaformer.errors import ConfigError, MsaformerError
 
 LETTERS = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY-", dtype=np.uint8)
 
@@ -50,7 +53,7 @@ def test_every_strategy_keeps_query_first_and_respects_token_budget(depth, lengt
     assert len(rows) * (width + 1) <= options.max_tokens
     if strategy != "random_with_replacement":
         assert len(set(rows.tolist())) == len(rows)
-    if strategy in ("random", "greedy_diverse", "random_with_replacement"):
+    if strategy in ("first", "random", "greedy_diverse", "random_with_replacement"):
         # these fill the budget (or take every row)
         assert len(rows) == min(depth, options.max_tokens // (width + 1))
 
@@ -91,7 +94,7 @@ def test_greedy_diverse_matches_bruteforce():
             if score > best_score:
                 best, best_score = i, score
         chosen.append(best)
-    assert got == chosen
+    assert got == sorted(chosen)  # the rows chosen, in alignment order (fair-esm's greedy_select sorts too)
 
 
 def test_greedy_diverse_prefers_distinct_rows():
@@ -138,3 +141,64 @@ def test_options_are_validated():
         SamplingOptions(max_len=63, max_tokens=32)
     with pytest.raises(ConfigError, match="max_identity"):
         SamplingOptions(max_identity=0.0)
+
+
+# ---------------------------------------------------------------- inference subsampling
+RNG = np.random.default_rng(0)  # the deterministic strategies draw nothing
+
+
+def _fair_esm_greedy_select(array: np.ndarray, num_seqs: int) -> tuple[list[int], bool]:
+    """fair-esm's examples/contact_prediction.ipynb ``greedy_select`` (mode="max"); also returns whether a
+    step had a tie (float rounding then decides fair-esm's pick, integer order decides ours)."""
+    all_indices = np.arange(len(array))
+    indices = [0]
+    tie = False
+    pairwise_distances = np.zeros((0, len(array)))
+    for _ in range(num_seqs - 1):
+        dist = (array[indices[-1:]][:, None, :] != array[None]).mean(-1)  # scipy's cdist(..., "hamming")
+        pairwise_distances = np.concatenate([pairwise_distances, dist])
+        shifted_distance = np.delete(pairwise_distances, indices, axis=1).mean(0)
+        shifted_index = np.argmax(shifted_distance)
+        tie |= int(np.sum(np.isclose(shifted_distance, shifted_distance[shifted_index], rtol=0, atol=1e-9))) > 1
+        index = np.delete(all_indices, indices)[shifted_index]
+        indices.append(int(index))
+    return sorted(indices), tie
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_diverse_matches_fair_esm(seed):
+    rng = np.random.default_rng(seed)
+    n, length = 23 + seed, 1001
+    letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY-", dtype=np.uint8)
+    tokens = np.repeat(rng.choice(letters, size=(1, length)), n, axis=0)
+    # each row mutated at its own rate: widely spread distances, few exact ties at the top
+    mutate = rng.random((n, length)) < rng.uniform(0.05, 0.9, size=(n, 1))
+    mutate[0] = False
+    tokens[mutate] = rng.choice(letters, size=int(mutate.sum()))
+    checked = 0
+    for k in (2, 3, 5, 7, 11, n - 1):
+        expected, tie = _fair_esm_greedy_select(tokens, k)
+        if not tie:
+            assert select_rows(tokens, k, "greedy_diverse", RNG).tolist() == expected
+            checked += 1
+    assert checked >= 2  # most cases have no tie at the top
+    assert select_rows(tokens, n + 3, "greedy_diverse", RNG).tolist() == list(range(n))
+    closest = np.argsort((tokens != tokens[0]).sum(1))[1:4]  # near-copies of the query are avoided
+    assert not set(select_rows(tokens, 7, "greedy_diverse", RNG).tolist()) & set(closest.tolist())
+
+
+def test_subsample_modes_keep_query_first_and_are_deterministic():
+    rng = np.random.default_rng(0)
+    tokens = rng.choice(np.frombuffer(b"ACDEFG-", dtype=np.uint8), size=(29, 11))
+    msa = Msa([f"s{i}" for i in range(29)], tokens, np.zeros_like(tokens))
+    first = subsample(msa, 7, "first")
+    assert first.names == [f"s{i}" for i in range(7)]
+    r1, r2 = subsample(msa, 7, "random", seed=5), subsample(msa, 7, "random", seed=5)
+    assert r1.names == r2.names and r1.names[0] == "s0" and len(set(r1.names)) == 7
+    assert any(subsample(msa, 7, "random", seed=s).names != r1.names for s in range(6, 10))
+    assert select_rows(tokens, 7, "random", content_rng(tokens, 5)).tolist() == sorted(int(n[1:]) for n in r1.names)
+    assert subsample(msa, None, "greedy_diverse") is msa
+    with pytest.raises(MsaformerError, match="unknown row selection strategy 'best'"):
+        subsample(msa, 3, "best")
+    with pytest.raises(MsaformerError, match="at least 1"):
+        subsample(msa, 0, "first")

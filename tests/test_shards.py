@@ -1,4 +1,4 @@
-"""HDF5 shard writer / reader: lossless round trip, slices, atomicity, fork-safety, index, export."""
+"""HDF5 shards: lossless round trip, slices, chunk packing, atomic task commits, fork-safety, index, export."""
 
 from __future__ import annotations
 
@@ -15,22 +15,13 @@ import h5py
 import numpy as np
 import pytest
 
+from msaformer.data.chunks import deflate_codec, encode_chunks, encode_record, use_deflate
 from msaformer.data.msa import Msa
 from msaformer.data.parsers import parse_alignment
-from msaformer.data.shards import (
-    CHUNK_BYTES,
-    FORMAT_VERSION,
-    INDEX_COLUMNS,
-    NAMES_CHUNK_BYTES,
-    ShardReader,
-    ShardWriter,
-    check_shard,
-    deflate_codec,
-    encode_chunks,
-    export_a3m,
-    summarize,
-)
-from msaformer.data.shard_writer import use_deflate
+from msaformer.data.preprocess import write_msas
+from msaformer.data.shard_format import CHUNK_BYTES, FORMAT_VERSION, INDEX_COLUMNS, NAMES_CHUNK_BYTES
+from msaformer.data.shard_writer import InputRow, TaskWriter
+from msaformer.data.shards import ShardReader, check_shard, export_a3m, summarize
 from msaformer.errors import ShardError
 
 LETTERS = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYX-", dtype=np.uint8)
@@ -54,11 +45,13 @@ def msas() -> list[Msa]:
     return [make_msa(rng, n, l, tag) for tag, (n, l) in zip(tags, shapes)]
 
 
-def write(directory, msas, **kwargs) -> None:
-    with ShardWriter(directory, **kwargs) as writer:
-        for m in msas:
-            writer.add(m, input_path=m.source, input_sha256="ab" * 32)
-            writer.commit_input(m.source, "ab" * 32, 100, 1)
+def write(directory, msas, **kwargs) -> list[str]:
+    """Writes ``msas`` as a shard directory; returns its shard names (in order)."""
+    return write_msas(directory, msas, **kwargs)
+
+
+def shards(directory) -> list[str]:
+    return sorted(p.name for p in directory.glob("msa-*.h5"))
 
 
 def assert_same(a: Msa, b: Msa) -> None:
@@ -69,10 +62,10 @@ def assert_same(a: Msa, b: Msa) -> None:
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_round_trip_is_lossless_across_shards(tmp_path, msas, compression):
-    write(tmp_path, msas, shard_size_records=3, compression=compression)
+    names = write(tmp_path, msas, shard_size_records=3, compression=compression)
     reader = ShardReader(tmp_path)
     assert len(reader) == len(msas)
-    assert sorted(p.name for p in tmp_path.glob("*.h5")) == ["msa-00000.h5", "msa-00001.h5", "msa-00002.h5"]
+    assert shards(tmp_path) == names and [n[-7:] for n in names] == ["-000.h5", "-001.h5", "-002.h5"]
     for original, stored in zip(msas, reader):
         assert_same(original, stored)
     assert list(reader.index.columns) == list(INDEX_COLUMNS)
@@ -123,12 +116,12 @@ def test_large_records_between_small_ones_round_trip(tmp_path, compression):
     msas = [make_msa(rng, n, l, f"x{i}") for i, (n, l) in enumerate(shapes)]
     msas[3] = Msa(names=[f"n{k}" * 40 for k in range(rows_exact)], tokens=msas[3].tokens,
                   deletions=np.zeros_like(msas[3].deletions), source="big")  # fmt: skip  (names > 1 chunk)
-    write(tmp_path, msas, compression=compression, shard_size_records=5)
+    names = write(tmp_path, msas, compression=compression, shard_size_records=5)
     reader = ShardReader(tmp_path)
     for k, m in enumerate(msas):
         assert_same(reader[k], m)
         assert reader.read(k, max_rows=2).names == m.names[:2]
-    for shard in ("msa-00000.h5", "msa-00001.h5"):
+    for shard in names:
         with h5py.File(tmp_path / shard, "r") as f:
             rec = f["records"]
             offset, cells = rec["offset"][:], rec["n_seq"][:].astype(np.int64) * rec["n_res"][:]
@@ -146,7 +139,7 @@ def test_large_records_between_small_ones_round_trip(tmp_path, compression):
                         assert start % chunk == 0
                     else:  # right after the previous record, even when that one was aligned
                         assert start == (starts[k - 1] + sizes[k - 1] if k else 0)
-            assert any(names_length >= NAMES_CHUNK_BYTES) == (shard == "msa-00000.h5")
+            assert any(names_length >= NAMES_CHUNK_BYTES) == (shard == names[0])
 
 
 @pytest.mark.parametrize("codec", ["zlib", "isal"])
@@ -155,10 +148,10 @@ def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, msas, codec):
         pytest.importorskip("isal")
     try:
         assert use_deflate(codec) == codec == deflate_codec()
-        write(tmp_path, msas, compression="gzip")
+        (name,) = write(tmp_path, msas, compression="gzip")
     finally:
         use_deflate()
-    with h5py.File(tmp_path / "msa-00000.h5", "r") as f:  # HDF5's own gzip filter decodes the chunks
+    with h5py.File(tmp_path / name, "r") as f:  # HDF5's own gzip filter decodes the chunks
         assert f["tokens"].compression == "gzip"
         assert f["tokens"][:].tobytes() == b"".join(m.tokens.tobytes() for m in msas)
         assert f["deletions"][:].tobytes() == b"".join(m.deletions.tobytes() for m in msas)
@@ -183,9 +176,8 @@ def test_deflate_falls_back_to_zlib_without_isal(tmp_path, msas, monkeypatch):
 
 
 def test_shard_size_in_cells_closes_shards(tmp_path, msas):
-    write(tmp_path, msas, shard_size_bytes=200)  # 13x22 = 286 cells: the first record fills a shard by itself
-    assert ShardReader(tmp_path).index["shard"].iloc[0] == "msa-00000.h5"
-    assert ShardReader(tmp_path).index["shard"].iloc[1] == "msa-00001.h5"
+    names = write(tmp_path, msas, shard_size_bytes=200)  # 13x22 = 286 cells: the first record fills a shard alone
+    assert ShardReader(tmp_path).index["shard"].tolist()[:2] == names[:2]
 
 
 def test_read_max_rows_is_the_leading_slice(tmp_path, msas):
@@ -204,8 +196,8 @@ def test_read_max_rows_is_the_leading_slice(tmp_path, msas):
 
 
 def test_plain_h5py_reads_the_documented_schema(tmp_path, msas):
-    write(tmp_path, msas[:3])
-    with h5py.File(tmp_path / "msa-00000.h5", "r") as f:
+    (name,) = write(tmp_path, msas[:3])
+    with h5py.File(tmp_path / name, "r") as f:
         assert f.attrs["format"] == "msaformer-msa" and f.attrs["format_version"] == FORMAT_VERSION
         assert f.attrs["complete"] and f.attrs["n_records"] == 3 and f.attrs["alphabet"] == "ascii"
         rec = f["records"]
@@ -244,24 +236,32 @@ def test_reader_pickles_and_reopens_per_process(tmp_path, msas):
 def test_reader_refuses_bad_directories_and_shards(tmp_path, msas):
     with pytest.raises(ShardError, match="not a directory"):
         ShardReader(tmp_path / "missing")
-    with pytest.raises(ShardError, match="no index.csv"):
+    with pytest.raises(ShardError, match="no shards.json"):
         ShardReader(tmp_path)
-    write(tmp_path, msas[:2])
-    shard = tmp_path / "msa-00000.h5"
+    (name,) = write(tmp_path, msas[:2])
+    shard = tmp_path / name
     with h5py.File(shard, "r+") as f:
         f.attrs["format_version"] = FORMAT_VERSION + 1
     with pytest.raises(ShardError, match="format_version 2 is not supported"):
-        ShardReader(tmp_path)
+        ShardReader(tmp_path)[0]
     with h5py.File(shard, "r+") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         del f.attrs["complete"]
     with pytest.raises(ShardError, match="incomplete"):
-        ShardReader(tmp_path)
+        ShardReader(tmp_path)[0]
     shard.write_bytes(b"not hdf5")
     with pytest.raises(ShardError, match="not a readable HDF5 file"):
         check_shard(shard)
     shard.unlink()
     with pytest.raises(ShardError, match="missing"):
+        ShardReader(tmp_path)[1]
+
+
+def test_damaged_index_part_is_named(tmp_path, msas):
+    write(tmp_path, msas[:2])
+    (part,) = (tmp_path / "index").glob("*.parquet")
+    part.write_bytes(part.read_bytes()[:40])
+    with pytest.raises(ShardError, match=f"{part.name}: damaged index part"):
         ShardReader(tmp_path)
 
 
@@ -269,12 +269,14 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
+    from msaformer.data.chunks import encode_record
     from msaformer.data.msa import Msa
-    from msaformer.data.shards import ShardWriter
-    w = ShardWriter(sys.argv[1], shard_size_records=2)
+    from msaformer.data.shard_writer import TaskWriter
+    w = TaskWriter(sys.argv[1], "00000000000000aa", shard_size_records=2)
     for i in range(5):
         t = np.full((3 + i, 5), ord("A"), np.uint8)
-        w.add(Msa(names=[f"r{i}"] * (3 + i), tokens=t, deletions=np.zeros_like(t), source=f"s{i}"))
+        w.add(encode_record(Msa(names=[f"r{i}"] * (3 + i), tokens=t, deletions=np.zeros_like(t), source=f"s{i}")),
+              input_key="k", input_sha256="")
     w._file.flush()
     print("ready", flush=True)
     time.sleep(60)
@@ -282,54 +284,44 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
-def test_killed_writer_leaves_no_shard_the_reader_accepts(tmp_path):
+def test_killed_task_writer_leaves_nothing_the_reader_sees(tmp_path, msas):
+    write(tmp_path, msas[:2])
+    before = shards(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    names = sorted(os.listdir(tmp_path))
-    assert ".msa-00002.h5.tmp" in names  # the third shard was being written
+    debris = [n for n in os.listdir(tmp_path) if n.startswith(".msa-00000000000000aa-")]
+    assert len(debris) == 3  # two finished shards and the open one, all under temporary names
     with pytest.raises(ShardError):
-        check_shard(tmp_path / ".msa-00002.h5.tmp")
+        check_shard(tmp_path / sorted(debris)[-1])
+    assert shards(tmp_path) == before and len(ShardReader(tmp_path)) == 2  # nothing of the killed task shows
+
+
+def test_failed_task_writes_nothing_and_a_rerun_replaces_only_its_own_files(tmp_path, msas):
+    write(tmp_path, msas[:1])
+    writer = TaskWriter(tmp_path, "00000000000000bb", shard_size_records=2)
+    for m in msas[1:4]:
+        writer.add(encode_record(m), input_key="k", input_sha256="")
+    writer.abort()
+    assert not [p for p in tmp_path.iterdir() if "00000000000000bb" in p.name]
+    for attempt in range(2):  # the same task committed twice (a retry): the same files, once
+        writer = TaskWriter(tmp_path, "00000000000000bb", shard_size_records=2)
+        for m in msas[1 : 4 - attempt]:
+            writer.add(encode_record(m), input_key="k", input_sha256="")
+        writer.commit([InputRow("k", "", "", 0, 0, 3 - attempt, "ok")])
+    assert len([p for p in tmp_path.glob("msa-00000000000000bb-*.h5")]) == 1  # the second run's single shard
     reader = ShardReader(tmp_path)
-    assert len(reader) == 4 and reader.index["source"].tolist() == ["s0", "s1", "s2", "s3"]
-    # a new writer clears the debris and numbers on
-    with ShardWriter(tmp_path, mode="append") as writer:
-        t = np.zeros((2, 3), np.uint8) + ord("C")
-        writer.add(Msa(names=["x", "y"], tokens=t, deletions=np.zeros_like(t), source="s5"))
-    assert sorted(p.name for p in tmp_path.iterdir() if "msa" in p.name) == [
-        "msa-00000.h5", "msa-00001.h5", "msa-00002.h5"
-    ]  # fmt: skip
-    assert len(ShardReader(tmp_path)) == 5
+    assert [m.content_hash() for m in reader] == [m.content_hash() for m in msas[:3]]
 
 
-def test_crash_inside_writer_discards_the_open_shard(tmp_path, msas):
-    with pytest.raises(RuntimeError):
-        with ShardWriter(tmp_path, shard_size_records=3) as writer:
-            for m in msas[:5]:
-                writer.add(m)
-            raise RuntimeError("crash")
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert len(ShardReader(tmp_path)) == 3
-
-
-def test_append_drops_records_of_uncommitted_inputs(tmp_path, msas):
-    writer = ShardWriter(tmp_path, shard_size_records=2)
-    for m in msas[:3]:
-        writer.add(m, input_path="in.a3m", input_sha256="cd" * 32)  # 2 records flushed, input never committed
-    del writer  # killed before the input was committed
-    assert len(ShardReader(tmp_path)) == 2
-    ShardWriter(tmp_path, mode="append").close()
-    assert len(ShardReader(tmp_path)) == 0 and not list(tmp_path.glob("msa-*.h5"))
-
-
-def test_create_refuses_a_used_directory_and_overwrite_replaces_it(tmp_path, msas):
+def test_write_refuses_a_used_directory_and_overwrite_replaces_it(tmp_path, msas):
     write(tmp_path, msas[:2])
     with pytest.raises(ShardError, match="--resume"):
-        ShardWriter(tmp_path)
-    write(tmp_path, msas[2:3], mode="overwrite")
+        write(tmp_path, msas[2:3])
+    write(tmp_path, msas[2:3], overwrite=True)
     reader = ShardReader(tmp_path)
     assert len(reader) == 1
     assert_same(reader[0], msas[2])
@@ -338,6 +330,7 @@ def test_create_refuses_a_used_directory_and_overwrite_replaces_it(tmp_path, msa
 def test_summarize_and_export_round_trip(tmp_path, msas):
     write(tmp_path / "s", msas, shard_size_records=4)
     summary = summarize(tmp_path / "s")
+    assert summary["inputs"] == 1
     assert summary["records"] == 7 and summary["shards"] == 2
     assert summary["rows"] == sum(m.depth for m in msas)
     assert summary["cells"] == sum(m.tokens.size for m in msas)

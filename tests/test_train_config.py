@@ -31,8 +31,12 @@ def test_shipped_configs_load(msa_shards):
         ("data.strategy=hhblits", "unknown row selection strategy 'hhblits'"),
         ("train.global_batch_size=7", "global_batch_size 7 is not divisible by train.micro_batch_size 2"),
         ("train.zero_stage=4", "zero_stage must be 0, 1, 2 or 3, got 4"),
-        ("train.stepz=3", "unknown key(s) stepz in [train]"),
-        ("model.overrides.embed_dimm=3", "unknown key(s) embed_dimm in [model.overrides]"),
+        ("train.stepz=3", "unknown key(s) stepz in train"),
+        ("model.embed_dimm=3", "unknown key(s) embed_dimm in model"),
+        ("model.overrides.dropout=0", "model.overrides is gone: put the model fields directly under model:"),
+        ("model.blocks_per_ckpt=1", "model.blocks_per_ckpt is not a model field any more"),
+        ("train.activation_checkpointing=0", "activation_checkpointing must be an integer >= 1"),
+        ("train.precision=fp16", "train.precision must be one of auto, fp32, bf16"),
         ("data.max_len=2000", "exceeds the model's max_positions 1024"),
         ("deepspeed=configs/deepspeed/zero9.json", "zero9.json not found"),
         ("train.micro_batch_size=0", "train.micro_batch_size must be an integer >= 1"),
@@ -43,9 +47,10 @@ def test_shipped_configs_load(msa_shards):
         ("data.max_rows=abc", "data.max_rows must be an integer, got 'abc'"),
         ("data.mask_prob=x", "data.mask_prob must be a number"),
         ("data=5", "data must be a section"),
-        ("model.overrides=5", "model.overrides must be a mapping"),
-        ("model.overrides.dropout=abc", "model.dropout must be a number in [0, 1)"),
-        ("model.overrides.embed_dim=abc", "model.embed_dim must be an integer, got 'abc'"),
+        ("model=5", "model must be a section"),
+        ("model.dropout=abc", "model.dropout must be a number, got 'abc'"),
+        ("model.dropout=1.5", "model.dropout must be a number in [0, 1)"),
+        ("model.embed_dim=abc", "model.embed_dim must be an integer, got 'abc'"),
     ],
 )
 def test_bad_configs_fail_up_front_with_one_line(msa_shards, override, message):
@@ -130,9 +135,16 @@ def test_cli_train_single_process_then_export(msa_shards, tmp_path):
     assert result.exit_code == 1 and "already holds checkpoints" in result.output
 
 
-def test_module_entry_accepts_deepspeed_local_rank_and_reports_errors(capsys):
-    from msaformer.train.__main__ import main
+def test_module_entry_parses_like_the_cli_and_accepts_deepspeed_local_rank():
+    import subprocess
+    import sys
 
-    code = main(["--config", str(TINY), "--set", "data.shards=/nonexistent/y", "--local_rank=1"])
-    assert code == 1
-    assert "error: data.shards: shard directory /nonexistent/y does not exist" in capsys.readouterr().err
+    # python -m msaformer.train: what torchrun and the deepspeed launcher run (which appends --local_rank=N)
+    argv = [sys.executable, "-m", "msaformer.train", "--config", str(TINY), "--set", "data.shards=/nonexistent/y",
+            "--local_rank=1"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == "error: data.shards: shard directory /nonexistent/y does not exist; create it " \
+        "with `msaformer preprocess ALIGNMENTS --out /nonexistent/y`"
+    done = subprocess.run([sys.executable, "-m", "msaformer.train", "--confg", "x"], capture_output=True, text=True)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "--confg" in done.stderr

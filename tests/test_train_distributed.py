@@ -1,4 +1,5 @@
-"""Two-process DeepSpeed runs (torchrun, gloo, CPU, fp32) of the tiny model on shards from datasets/msa."""
+"""Two-process DeepSpeed runs (torchrun, gloo, CPU, fp32) of the tiny model on shards of the shared sample data:
+ZeRO-2 with validation on both ranks and a DataLoader worker per rank, ZeRO-3, kill -9 and resume, export."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from tests.train_fixtures import msa_shards, read_metrics, run_torchrun, tiny_ov
 
 pytestmark = pytest.mark.slow
 STEPS = 20
+# ZeRO-2 runs validate every 10 steps on both ranks and load batches in a DataLoader worker process per rank
+ZERO2 = {"train.steps": STEPS, "train.zero_stage": 2, "train.eval_interval": 10, "train.eval_batches": 2,
+         "data.num_workers": 1, "data.prefetch_factor": 2}
 
 
 @pytest.fixture(scope="module")
 def zero2_run(msa_shards, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("zero2") / "run"
-    run_torchrun(tiny_overrides(msa_shards, run_dir, **{"train.steps": STEPS, "train.zero_stage": 2}))
+    run_torchrun(tiny_overrides(msa_shards, run_dir, **ZERO2))
     return run_dir
 
 
@@ -34,6 +38,8 @@ def test_zero2_two_ranks_loss_falls(zero2_run):
     assert (zero2_run / "checkpoints" / "latest").read_text() == f"step-{STEPS:08d}"
     # ZeRO-2 with two ranks: each rank wrote its optimizer partition
     assert len(list((zero2_run / "checkpoints" / f"step-{STEPS:08d}").glob("*optim_states.pt"))) == 2
+    val = read_metrics(zero2_run, "val")
+    assert list(val["step"]) == [10, 20] and (val["val_loss"] < losses[:3].mean()).all()
 
 
 def test_fp32_zero3_matches_zero2(zero2_run, zero3_run):
@@ -46,7 +52,7 @@ def test_fp32_zero3_matches_zero2(zero2_run, zero3_run):
 
 def test_killed_run_resumes_with_identical_losses(msa_shards, zero2_run, tmp_path):
     run_dir = tmp_path / "killed"
-    overrides = tiny_overrides(msa_shards, run_dir, **{"train.steps": STEPS, "train.zero_stage": 2})
+    overrides = tiny_overrides(msa_shards, run_dir, **ZERO2)
     # SIGKILL every rank right after step 15: the last complete checkpoint is step 10.
     killed = run_torchrun(overrides, env_extra={"MSAFORMER_FAULT_AT_STEP": "15"}, check=False)
     assert killed.returncode != 0
@@ -61,6 +67,8 @@ def test_killed_run_resumes_with_identical_losses(msa_shards, zero2_run, tmp_pat
     # fp32 on CPU: the resumed run reproduces the uninterrupted losses exactly
     np.testing.assert_array_equal(again["loss"].to_numpy()[10:], full["loss"].to_numpy()[10:])
     np.testing.assert_array_equal(again["accuracy"].to_numpy(), full["accuracy"].to_numpy())
+    # validation on two ranks after the resume: the same token-weighted loss as the uninterrupted run
+    np.testing.assert_array_equal(read_metrics(run_dir, "val")["val_loss"], read_metrics(zero2_run, "val")["val_loss"])
 
 
 def test_export_zero3_checkpoint_matches_zero2(zero2_run, zero3_run, msa_shards, tmp_path):
@@ -85,7 +93,7 @@ def test_export_zero3_checkpoint_matches_zero2(zero2_run, zero3_run, msa_shards,
     data = MsaShardDataset([msa_shards], options=SamplingOptions(max_len=23, max_tokens=24 * 9))
     batch = collate_msas([data[i] for i in range(3)])
     with torch.no_grad():
-        torch.testing.assert_close(m3(batch["tokens"])["logits"], m2(batch["tokens"])["logits"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(m3(batch.tokens)["logits"], m2(batch.tokens)["logits"], rtol=1e-4, atol=1e-4)
 
 
 def test_export_older_checkpoint_by_tag(zero2_run, tmp_path):

@@ -1,4 +1,4 @@
-"""The generic DeepSpeed engine in one process: config building, schedule, checkpoints, export, metrics."""
+"""The DeepSpeed training parts in one process: config building, schedule, checkpoints, export, metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from msaformer.errors import ConfigError
-from msaformer.train import engine as E
+from msaformer.train import checkpoints as C
+from msaformer.train import distributed as D
+from msaformer.train import metrics as M
+from msaformer.train import optim as O
 
 
 def test_build_ds_config_fills_batch_and_fp32_on_cpu():
-    cfg = E.build_ds_config(
+    cfg = O.build_ds_config(
         {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}, "optimizer": {"type": "Adam"}},
         micro_batch_size=3, grad_accum_steps=5, world_size=7, device=torch.device("cpu"), grad_clip=0.5,
     )
@@ -27,9 +30,9 @@ def test_build_ds_config_fills_batch_and_fp32_on_cpu():
 
 def test_build_ds_config_rejects_unknown_stage_and_sets_offload_flag():
     with pytest.raises(ConfigError, match="ZeRO stage must be 0, 1, 2 or 3, got 4"):
-        E.build_ds_config({"zero_optimization": {"stage": 4}}, micro_batch_size=1, grad_accum_steps=1,
+        O.build_ds_config({"zero_optimization": {"stage": 4}}, micro_batch_size=1, grad_accum_steps=1,
                           world_size=1, device="cpu")
-    cfg = E.build_ds_config({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}},
+    cfg = O.build_ds_config({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}},
                             micro_batch_size=1, grad_accum_steps=1, world_size=1, device="cpu", zero_stage=3)
     assert cfg["zero_optimization"]["stage"] == 3 and cfg["zero_force_ds_cpu_optimizer"] is False
 
@@ -39,13 +42,13 @@ def test_shipped_deepspeed_configs_are_valid():
 
     root = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
     for stage in (1, 2, 3):
-        cfg = E.build_ds_config(root / f"zero{stage}.json", micro_batch_size=1, grad_accum_steps=1,
+        cfg = O.build_ds_config(root / f"zero{stage}.json", micro_batch_size=1, grad_accum_steps=1,
                                 world_size=1, device="cpu")
         assert cfg["zero_optimization"]["stage"] == stage
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
-    f = [E.lr_lambda(s, warmup_steps=4, total_steps=24, min_lr_ratio=0.1) for s in range(30)]
+    f = [O.lr_lambda(s, warmup_steps=4, total_steps=24, min_lr_ratio=0.1) for s in range(30)]
     np.testing.assert_allclose(f[:4], [0.25, 0.5, 0.75, 1.0])
     assert all(a >= b for a, b in zip(f[3:], f[4:]))
     assert math.isclose(f[24], 0.1) and math.isclose(f[29], 0.1)
@@ -53,38 +56,40 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
 
 def test_weight_decay_only_on_matrices():
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7))
-    decay, no_decay = E.param_groups(model, 0.05)
+    decay, no_decay = O.param_groups(model, 0.05)
     assert [p.dim() for p in decay["params"]] == [2] and decay["weight_decay"] == 0.05
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
 
 
-def _tiny_engine(stage: int = 2, **model_overrides):
+def _tiny_engine(stage: int = 2, checkpointing: int | None = None, **model_overrides):
     from msaformer.model import MSALanguageModel, MsaModelConfig
+    from msaformer.train.execution import ExecutionOptions, prepare_model
 
-    info = E.init_distributed()
+    info = D.init_distributed()
     torch.manual_seed(3)
     model = MSALanguageModel(MsaModelConfig.preset("tiny", **model_overrides))
-    cfg = E.build_ds_config({"zero_optimization": {"stage": stage}}, micro_batch_size=2, grad_accum_steps=1,
+    prepare_model(model, ExecutionOptions(activation_checkpointing=checkpointing))
+    cfg = O.build_ds_config({"zero_optimization": {"stage": stage}}, micro_batch_size=2, grad_accum_steps=1,
                             world_size=info.world_size, device=info.device)
-    return E.initialize(model, cfg, lr=1e-2, warmup_steps=1, total_steps=20), model.config
+    return O.initialize(model, cfg, lr=1e-2, warmup_steps=1, total_steps=20), model.config
 
 
 def _batch(seed: int = 0):
-    from msaformer.data.collate import collate_msas, mask_tokens
+    from msaformer.data.collate import MsaSample, collate_msas, mask_tokens
 
     rng = np.random.default_rng(seed)
     samples = []
     for n, length in ((5, 11), (3, 8)):
         ids = np.concatenate([np.zeros((n, 1), np.int64), rng.integers(4, 24, size=(n, length))], axis=1)
         tokens, targets = mask_tokens(ids, rng)
-        samples.append({"tokens": tokens, "targets": targets})
+        samples.append(MsaSample(tokens, targets))
     return collate_msas(samples)
 
 
 def _step(engine, batch):
     from msaformer.train.loop import mlm_loss
 
-    loss, _, _ = mlm_loss(engine(batch["tokens"])["logits"], batch["targets"])
+    loss, _, _ = mlm_loss(engine(batch.tokens)["logits"], batch.targets)
     engine.backward(loss)
     engine.step()
     return float(loss.detach())
@@ -98,10 +103,10 @@ def test_export_weights_gives_the_engine_models_logits(tmp_path):
     engine, model_config = _tiny_engine()
     for s in range(3):
         _step(engine, _batch(s))
-    E.save_checkpoint(engine, tmp_path, 3, {"note": "x"})
+    C.save_checkpoint(engine, tmp_path, 3, {"note": "x"})
     (tmp_path / MODEL_CONFIG_FILE).write_text(json.dumps(__import__("dataclasses").asdict(model_config)))
     model = load_model(export_weights(tmp_path, tmp_path / "model.pt"))
-    tokens = _batch(9)["tokens"]
+    tokens = _batch(9).tokens
     engine.eval()
     with torch.no_grad():
         expected = engine(tokens)["logits"]
@@ -112,13 +117,13 @@ def test_export_weights_gives_the_engine_models_logits(tmp_path):
 def test_resume_reproduces_next_loss_and_restores_rng(tmp_path):
     engine, _ = _tiny_engine()
     _step(engine, _batch(0))
-    E.save_checkpoint(engine, tmp_path, 1, {"data": {"consumed": 2}})
+    C.save_checkpoint(engine, tmp_path, 1, {"data": {"consumed": 2}})
     after_save = torch.rand(3)
     expected = _step(engine, _batch(1))
 
     fresh, _ = _tiny_engine()
     torch.manual_seed(1234)  # a different RNG state, which loading must undo
-    state = E.load_latest_checkpoint(fresh, tmp_path)
+    state = C.load_latest_checkpoint(fresh, tmp_path)
     assert state["step"] == 1 and state["data"] == {"consumed": 2} and state["tag"] == "step-00000001"
     torch.testing.assert_close(torch.rand(3), after_save)
     assert _step(fresh, _batch(1)) == expected
@@ -126,8 +131,7 @@ def test_resume_reproduces_next_loss_and_restores_rng(tmp_path):
 
 def test_activation_checkpointing_under_zero3_gives_the_same_losses():
     plain, _ = _tiny_engine(stage=3)
-    checkpointed, config = _tiny_engine(stage=3, blocks_per_ckpt=1)
-    assert config.blocks_per_ckpt == 1
+    checkpointed, _ = _tiny_engine(stage=3, checkpointing=1)
     for s in range(3):
         a, b = _step(plain, _batch(s)), _step(checkpointed, _batch(s))
         assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
@@ -136,7 +140,7 @@ def test_activation_checkpointing_under_zero3_gives_the_same_losses():
 def test_crash_mid_save_leaves_previous_checkpoint_latest(tmp_path, monkeypatch):
     engine, _ = _tiny_engine()
     _step(engine, _batch(0))
-    E.save_checkpoint(engine, tmp_path, 1)
+    C.save_checkpoint(engine, tmp_path, 1)
     _step(engine, _batch(1))
 
     real_save = engine.save_checkpoint
@@ -147,31 +151,31 @@ def test_crash_mid_save_leaves_previous_checkpoint_latest(tmp_path, monkeypatch)
 
     monkeypatch.setattr(engine, "save_checkpoint", crash_after_some_files)
     with pytest.raises(KeyboardInterrupt):
-        E.save_checkpoint(engine, tmp_path, 2)
-    root = tmp_path / E.CHECKPOINT_DIR
-    assert (root / "step-00000002").is_dir() and not (root / "step-00000002" / E.COMPLETE_MARKER).exists()
-    assert (root / E.LATEST_MARKER).read_text() == "step-00000001"
+        C.save_checkpoint(engine, tmp_path, 2)
+    root = tmp_path / C.CHECKPOINT_DIR
+    assert (root / "step-00000002").is_dir() and not (root / "step-00000002" / C.COMPLETE_MARKER).exists()
+    assert (root / C.LATEST_MARKER).read_text() == "step-00000001"
     # even a marker pointing at the half-written folder (written by hand or another tool) is not trusted
-    (root / E.LATEST_MARKER).write_text("step-00000002")
-    assert E.latest_checkpoint(tmp_path) == "step-00000001"
+    (root / C.LATEST_MARKER).write_text("step-00000002")
+    assert C.latest_checkpoint(tmp_path) == "step-00000001"
     fresh, _ = _tiny_engine()
-    assert E.load_latest_checkpoint(fresh, tmp_path)["step"] == 1
+    assert C.load_latest_checkpoint(fresh, tmp_path)["step"] == 1
 
 
 def test_keep_last_deletes_oldest(tmp_path):
     engine, _ = _tiny_engine(stage=1)
     for step in range(1, 5):
         _step(engine, _batch(step))
-        E.save_checkpoint(engine, tmp_path, step, keep_last=2)
-    assert E.complete_checkpoints(tmp_path) == ["step-00000003", "step-00000004"]
-    assert not (tmp_path / E.CHECKPOINT_DIR / "step-00000001").exists()
-    assert E.latest_checkpoint(tmp_path) == "step-00000004"
+        C.save_checkpoint(engine, tmp_path, step, keep_last=2)
+    assert C.complete_checkpoints(tmp_path) == ["step-00000003", "step-00000004"]
+    assert not (tmp_path / C.CHECKPOINT_DIR / "step-00000001").exists()
+    assert C.latest_checkpoint(tmp_path) == "step-00000004"
 
 
 def test_metrics_logger_csv_rows_and_resume_truncation(tmp_path):
     import pandas as pd
 
-    log = E.MetricsLogger(tmp_path, rank=0)
+    log = M.MetricsLogger(tmp_path, rank=0)
     for step in (1, 2, 3):
         log.log(step, {"loss": 3.0 / step, "lr": 0.1})
     log.log(3, {"loss": 0.7}, split="val")
@@ -179,7 +183,7 @@ def test_metrics_logger_csv_rows_and_resume_truncation(tmp_path):
     frame = pd.read_csv(tmp_path / "metrics.csv")
     assert list(frame.columns) == ["step", "split", "loss", "lr", "val_loss"]
     assert list(frame["step"]) == [1, 2, 3, 3] and frame["val_loss"].iloc[3] == 0.7
-    E.MetricsLogger(tmp_path, rank=0, start_step=2).close()  # a run resumed at step 2
+    M.MetricsLogger(tmp_path, rank=0, start_step=2).close()  # a run resumed at step 2
     assert list(pd.read_csv(tmp_path / "metrics.csv")["step"]) == [1, 2]
-    E.MetricsLogger(tmp_path / "other", rank=1).log(1, {"loss": 1.0})
+    M.MetricsLogger(tmp_path / "other", rank=1).log(1, {"loss": 1.0})
     assert not (tmp_path / "other" / "metrics.csv").exists()

@@ -1,4 +1,4 @@
-"""Shared fixtures of the training tests: shards built from datasets/msa once per session.
+"""Shared fixtures of the training tests: shards built from ../shared/datasets/msa once per session.
 
 Import the fixtures into a test module with ``from tests.train_fixtures import msa_shards  # noqa: F401``.
 """
@@ -13,15 +13,18 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO / "datasets" / "msa"
+from tests.paths import MSA, REPO
+
+DATASETS = MSA
 
 
 @pytest.fixture(scope="session")
 def msa_shards(tmp_path_factory) -> Path:
-    """Returns a shard directory holding every valid alignment of datasets/msa (the bad ones skipped)."""
+    """Returns a shard directory holding every valid alignment of ../shared/datasets/msa (the bad ones skipped)."""
     from msaformer.data.preprocess import preprocess
 
+    if not DATASETS.is_dir():
+        pytest.skip(f"the shared sample data is not at {DATASETS}")
     out = tmp_path_factory.mktemp("train_shards") / "shards"
     preprocess([str(DATASETS)], out, on_error="skip", workers=1)
     return out
@@ -36,8 +39,7 @@ def free_port() -> int:
 def tiny_overrides(shards: Path, run_dir: Path, **extra) -> list[str]:
     """Returns --set overrides for a fast run of the tiny preset on ``shards``."""
     values = {
-        "model.preset": "tiny",
-        "model.overrides": "{}",
+        "model": "{preset: tiny}",
         "data.shards": str(shards),
         "data.max_len": 23,
         "data.max_tokens_per_msa": 24 * 9,  # 9 rows x 23 columns (+ <cls>)

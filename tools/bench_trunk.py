@@ -55,12 +55,34 @@ def model_flops(config, B: int, N: int, L: int, training: bool) -> float:
     return per_layer * config.num_layers * (3 if training else 1)
 
 
-def make_step(model, kind: str, tokens, targets, foreach: bool | None = None):
+#: msaformer's default inference token budget (``msaformer embed --toks-per-batch``).
+DEFAULT_CHUNK_TOKENS = 65536
+
+
+def prepare_msaformer(model, ckpt: int, compile: bool = False, context_fn=None):
+    """Applies the training execution options to an msaformer model, through the one function the training
+    engine uses (:func:`msaformer.train.execution.prepare_model`)."""
+    from msaformer.train.execution import ExecutionOptions, prepare_model
+
+    return prepare_model(model, ExecutionOptions(ckpt or None, compile), context_fn=context_fn)
+
+
+def make_step(model, kind: str, tokens, targets, foreach: bool | None = None, chunk_tokens: int | None = None):
     """Returns ``step(autocast)``, one benchmark iteration of ``model`` (put in train or eval mode here):
     ``train``: forward under ``autocast()``, fp32 cross-entropy, backward, AdamW step; ``infer`` /
-    ``contacts``: a no-grad forward under ``autocast()``, synchronised by reading one number. The memory
-    estimate (``tools/estimate_memory.py``) runs the same iteration."""
+    ``contacts``: a no-grad forward under ``autocast()`` (msaformer through its chunked runner when
+    ``chunk_tokens`` is set), synchronised by reading one number. The memory estimate
+    (``tools/estimate_memory.py``) runs the same iteration."""
     import torch
+
+    forward = model
+    if kind != "train" and chunk_tokens:
+        from msaformer.infer.chunked import ChunkOptions, run_chunked
+
+        options = ChunkOptions(chunk_tokens)
+
+        def forward(tokens, return_contacts=False):
+            return run_chunked(model, tokens, options, return_contacts=return_contacts)
 
     if kind == "train":
         model.train()
@@ -79,7 +101,7 @@ def make_step(model, kind: str, tokens, targets, foreach: bool | None = None):
 
         def step(autocast) -> None:
             with torch.no_grad(), autocast():
-                out = model(tokens, return_contacts=kind == "contacts")
+                out = forward(tokens, return_contacts=kind == "contacts")
                 (out["contacts"] if kind == "contacts" else out["logits"]).float().sum().item()
 
     return step
@@ -109,15 +131,11 @@ def run_worker(spec: dict) -> dict:
         converted = from_fair_esm(esm_model)
         del esm_model
         ckpt = 1 if spec["impl"] == "msaformer_ckpt" else spec["ckpt"]
-        changes = {"row_scaling": "real_rows", "blocks_per_ckpt": ckpt or None}
-        if spec["chunk_tokens"] is not None:
-            changes["inference_chunk_tokens"] = spec["chunk_tokens"] or None
-        model = MSALanguageModel(config.replace(**changes))
+        model = MSALanguageModel(config.replace(row_scaling="real_rows"))
         model.load_state_dict(converted.state_dict())
         del converted
-        if spec["compile"] or spec["impl"] == "msaformer_compile":
-            for i, layer in enumerate(model.layers):
-                model.layers[i] = torch.compile(layer)
+        compile_layers = spec["compile"] or spec["impl"] == "msaformer_compile"
+        prepare_msaformer(model, ckpt if kind == "train" else 0, compile_layers)
     model.to(device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[spec["dtype"]]
     g = torch.Generator().manual_seed(0)
@@ -130,7 +148,8 @@ def run_worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    iteration = make_step(model, kind, tokens, targets)
+    chunk = spec["chunk_tokens"] if spec["chunk_tokens"] is not None else DEFAULT_CHUNK_TOKENS
+    iteration = make_step(model, kind, tokens, targets, chunk_tokens=chunk if spec["impl"] != "fair_esm" else None)
 
     def step() -> None:
         iteration(lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
@@ -201,8 +220,10 @@ def main() -> None:
     p.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="autocast dtype (default bf16 on cuda, fp32 on cpu)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--ckpt", type=int, default=0, help="msaformer blocks_per_ckpt for training cases (0 = off)")
-    p.add_argument("--chunk-tokens", type=int, default=None, help="msaformer inference_chunk_tokens (0 = never chunk)")
+    p.add_argument("--ckpt", type=int, default=0,
+                   help="msaformer activation checkpointing of every N-th block in training cases (0 = off)")
+    p.add_argument("--chunk-tokens", type=int, default=None,
+                   help=f"msaformer inference token budget (default {DEFAULT_CHUNK_TOKENS}; 0 = never chunk)")
     p.add_argument("--esm-max-tokens", type=int, default=2**14, help="fair-esm max_tokens_per_msa for inference")
     p.add_argument("--compile", action="store_true", help="torch.compile each msaformer layer")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))

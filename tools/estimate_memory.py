@@ -25,12 +25,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trunk import GPU_CASES, IMPLS, make_step, parse_case, token_columns  # noqa: E402
+from bench_trunk import (  # noqa: E402
+    DEFAULT_CHUNK_TOKENS,
+    GPU_CASES,
+    IMPLS,
+    make_step,
+    parse_case,
+    prepare_msaformer,
+    token_columns,
+)
 
-from msaformer.data.alphabet import CLS_IDX  # noqa: E402
 from msaformer.model import MSALanguageModel, load_model_config  # noqa: E402
 from msaformer.model.convert import build_fair_esm  # noqa: E402
-from msaformer.model.memory import GiB, measure_step  # noqa: E402
+from msaformer.train.memory import GiB, measure_step, recompute_context  # noqa: E402
 
 #: fair-esm on an H100 80GB, bf16 autocast, from the trunk issue (GiB; "OOM" = more than 80 GB).
 FAIR_ESM_H100 = {
@@ -42,7 +49,7 @@ FAIR_ESM_H100 = {
 }
 
 
-def build(impl: str, preset: str, ckpt: int, chunk_tokens: int | None, esm_max_tokens: int, train: bool):
+def build(impl: str, preset: str, ckpt: int, esm_max_tokens: int, train: bool, dtype):
     config = load_model_config(preset)
     if config.max_rows not in (0, 1024):
         config = config.replace(max_rows=1024)
@@ -52,22 +59,23 @@ def build(impl: str, preset: str, ckpt: int, chunk_tokens: int | None, esm_max_t
             if not train:
                 model.max_tokens_per_msa_(esm_max_tokens)
         else:
-            changes = {"row_scaling": "real_rows", "blocks_per_ckpt": ckpt or None}
-            if chunk_tokens is not None:
-                changes["inference_chunk_tokens"] = chunk_tokens or None
-            model = MSALanguageModel(config.replace(**changes))
+            model = MSALanguageModel(config.replace(row_scaling="real_rows"))
+            if train and ckpt:  # the training engine's checkpointing, recomputed under the emulation
+                prepare_msaformer(model, ckpt, context_fn=recompute_context(dtype))
     return model
 
 
 def estimate(case: str, impl: str, args) -> dict:
     kind, B, N, L = parse_case(case)
     train = kind == "train"
-    model = build(impl, args.preset, args.ckpt, args.chunk_tokens, args.esm_max_tokens, train)
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
+    model = build(impl, args.preset, args.ckpt, args.esm_max_tokens, train, dtype)
     L_tok = token_columns(L, load_model_config(args.preset).max_positions)
     tokens = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
     targets = torch.full((B, N, L_tok), 5, dtype=torch.long, device="meta")
-    dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
-    step = make_step(model, kind, tokens, targets, foreach=False)  # the benchmark's iteration
+    chunk = args.chunk_tokens if args.chunk_tokens is not None else DEFAULT_CHUNK_TOKENS
+    step = make_step(model, kind, tokens, targets, foreach=False,
+                     chunk_tokens=chunk if impl != "fair_esm" else None)  # the benchmark's iteration
     peak, base = measure_step(model, step, dtype=dtype, warmup=1 if train else 0, extra=[tokens, targets])
     del model, step
     gc.collect()
@@ -96,8 +104,10 @@ def main() -> None:
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--preset", default="esm_msa1b", help="model preset name or model config YAML")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--ckpt", type=int, default=0, help="msaformer blocks_per_ckpt for training cases (0 = off)")
-    p.add_argument("--chunk-tokens", type=int, default=None, help="msaformer inference_chunk_tokens (0 = never chunk)")
+    p.add_argument("--ckpt", type=int, default=0,
+                   help="msaformer activation checkpointing of every N-th block in training cases (0 = off)")
+    p.add_argument("--chunk-tokens", type=int, default=None,
+                   help=f"msaformer inference token budget (default {DEFAULT_CHUNK_TOKENS}; 0 = never chunk)")
     p.add_argument("--esm-max-tokens", type=int, default=2**14, help="fair-esm max_tokens_per_msa for inference")
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args()

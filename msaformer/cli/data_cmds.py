@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from msaformer.cli._common import console, user_errors
+from msaformer.cli._app import command, console, progress_bar
 
 
 class OnError(str, enum.Enum):
@@ -25,9 +25,15 @@ class Compression(str, enum.Enum):
 
 
 def preprocess(
-    inputs: List[str] = typer.Argument(..., help="Alignment files, directories (searched recursively) or glob patterns."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory for the shards and index.csv."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Parser processes (0 = one per CPU core, at most 8)."),
+    inputs: List[str] = typer.Argument(..., help="Alignment files, directories (searched recursively) or glob patterns.",
+                                       show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for the shards and their index."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes of the local Dask cluster (1 = run in "
+                                "this process, 0 = one per CPU core, at most 8)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS", help="Run on an existing Dask "
+                                            "cluster: its scheduler's tcp:// address or scheduler file."),
+    task_size: str = typer.Option("64M", "--task-size", metavar="BYTES", help="Input bytes per task (K, M, G "
+                                  "suffixes); a task commits its own shards."),
     shard_size: int = typer.Option(4096, "--shard-size", help="Records per shard file."),
     max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help="Keep the query and the first K-1 rows."),
     min_seqs: int = typer.Option(1, "--min-seqs", help="Drop alignments with fewer rows (after --dedup/--max-seqs)."),
@@ -35,57 +41,39 @@ def preprocess(
     on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at the first bad input; "
                                      "skip: go on and list rejected inputs in a CSV report."),  # fmt: skip
     report: Optional[Path] = typer.Option(None, "--report", help="Rejected-inputs CSV (default OUT/rejected.csv)."),
-    resume: bool = typer.Option(False, "--resume", help="Skip inputs already in OUT with the same path and SHA-256."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the tasks already in OUT whose inputs are unchanged "
+                                "(same key and content); redo the others."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards already in OUT."),
     compression: Compression = typer.Option(Compression.gzip, "--compression",
                                            help="gzip: HDF5 deflate, compressed by the workers; none: raw chunks."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Parse alignments (A3M, A2M, aligned FASTA, Stockholm; .gz, .tar) into HDF5 shards."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from msaformer.data.preprocess import preprocess as run_preprocess
 
-    bar = Progress(
-        TextColumn("[bold]preprocess"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files  {task.fields[records]} records  {task.fields[rate]:.1f} MB/s"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
-    task = bar.add_task("preprocess", total=None, records=0, rate=0.0)
-
-    def started(state) -> None:
-        bar.update(task, total=state.files_total)
-        bar.start()
-
-    def advance(state) -> None:
-        bar.update(task, completed=state.files_done, records=state.records, rate=state.mb_per_s)
-
-    with user_errors():
-        try:
-            result = run_preprocess(
-                inputs,
-                out,
-                workers=workers,
-                shard_size=shard_size,
-                max_seqs=max_seqs,
-                min_seqs=min_seqs,
-                dedup=dedup,
-                on_error=on_error.value,
-                report=report,
-                resume=resume,
-                overwrite=overwrite,
-                compression=compression.value,
-                progress=advance,
-                on_start=started,
-            )
-        finally:
-            bar.stop()
+    with progress_bar(not quiet) as progress:
+        result = run_preprocess(
+            inputs, out, workers=workers, scheduler=scheduler, task_bytes=parse_size(task_size, "--task-size"),
+            shard_size=shard_size, max_seqs=max_seqs, min_seqs=min_seqs, dedup=dedup, on_error=on_error.value,
+            report=report, resume=resume, overwrite=overwrite, compression=compression.value, progress=progress,
+        )  # fmt: skip
     _print_summary(result)
+
+
+def parse_size(text: str, option: str) -> int:
+    """Returns the bytes of ``64M``, ``1G``, ``512K`` or a plain number."""
+    from msaformer.errors import MsaformerError
+
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = text.strip().upper().removesuffix("B")
+    unit = value[-1:] if value[-1:] in units and value[-1:] else ""
+    try:
+        number = float(value[: len(value) - len(unit)] if unit else value)
+    except ValueError:
+        raise MsaformerError(f"{option} {text!r}: expected a size such as 64M, 1G or 500000") from None
+    if number <= 0:
+        raise MsaformerError(f"{option} {text!r} must be positive")
+    return int(number * units[unit])
 
 
 def _print_summary(result) -> None:
@@ -98,12 +86,12 @@ def _print_summary(result) -> None:
         ("inputs", f"{result.inputs:,}"),
         ("parsed", f"{result.parsed:,}"),
         ("skipped (--resume)", f"{result.skipped:,}"),
-        ("rejected", f"{len(result.rejected):,}"),
+        ("rejected", f"{result.rejected:,}"),
         ("records written", f"{result.records:,}"),
         ("records filtered (--min-seqs)", f"{result.filtered:,}"),
         ("rows", f"{result.rows:,}"),
         ("MB read", f"{result.bytes_in / 1e6:,.2f}"),
-        ("MB written", f"{result.bytes_out / 1e6:,.2f} in {result.shards} shard(s)"),
+        ("MB written", f"{result.bytes_out / 1e6:,.2f} in {result.shards} shard(s), {result.tasks} task(s)"),
         ("seconds", f"{result.seconds:,.2f}"),
         ("MB/s", f"{result.mb_per_s:,.1f}"),
     ]
@@ -111,7 +99,7 @@ def _print_summary(result) -> None:
         table.add_row(key, value)
     console.print(table)
     if result.report is not None:
-        console.print(f"[yellow]{len(result.rejected)} input(s) rejected[/]; reasons in {result.report}")
+        console.print(f"[yellow]{result.rejected} input(s) rejected[/]; reasons in {result.report}", highlight=False)
 
 
 def inspect(
@@ -122,12 +110,11 @@ def inspect(
     """Summarize a shard directory: records, rows, length and depth distributions, shards, bytes."""
     from msaformer.data.shards import ShardReader, summarize
 
-    with user_errors():
-        if records:
-            index = ShardReader(directory).index
-            index[["name", "source", "n_seq", "n_res", "shard", "record", "hash"]].to_csv(sys.stdout, sep="\t", index=False)
-            return
-        summary = summarize(directory)
+    if records:
+        index = ShardReader(directory).index
+        index[["name", "source", "n_seq", "n_res", "shard", "record", "hash"]].to_csv(sys.stdout, sep="\t", index=False)
+        return
+    summary = summarize(directory)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -162,20 +149,13 @@ def export(
     """Write records back as A3M (aligned rows with their stored headers; NUL between records)."""
     from msaformer.data.shards import export_a3m
 
-    with user_errors():
-        target = sys.stdout.buffer if out == "-" else out
-        try:
-            n = export_a3m(directory, target, record=record)
-        except OSError as exc:
-            from msaformer.errors import ShardError
-
-            raise ShardError(f"cannot write {out}: {exc.strerror or exc}") from None
+    n = export_a3m(directory, sys.stdout.buffer if out == "-" else out, record=record)
     if out != "-":
         console.print(f"wrote {n} record(s) to {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this module's commands to the root app."""
-    app.command("preprocess", no_args_is_help=True)(preprocess)
-    app.command("inspect", no_args_is_help=True)(inspect)
-    app.command("export", no_args_is_help=True)(export)
+    """Adds ``preprocess``, ``inspect`` and ``export`` to the root app."""
+    command(app, "preprocess", preprocess)
+    command(app, "inspect", inspect)
+    command(app, "export", export)

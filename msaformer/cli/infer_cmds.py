@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from msaformer.cli._common import console, user_errors
+from msaformer.cli._app import command, console, progress_bar
 from msaformer.errors import MsaformerError
 
 _INPUTS_HELP = "Alignment files (.a3m .a2m .fasta .sto ..., also .gz, .tar.gz), directories of them, shard directories."
-
-
 _MAX_SEQS_HELP = "Rows kept per MSA, query included (default: 256, or the model's max_rows if fewer); 0 = all."
+
+
+class Subsample(str, enum.Enum):
+    first = "first"
+    random = "random"
+    greedy_diverse = "greedy_diverse"
+    identity_filter = "identity_filter"
+
+
+class Device(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dtype(str, enum.Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class OnError(str, enum.Enum):
+    fail = "fail"
+    skip = "skip"
 
 
 def _split_csv(text: str, option: str) -> tuple[str, ...]:
@@ -61,6 +84,9 @@ def _report(summary, what: str) -> None:
         console.print(f"[green]wrote[/] {key}: {path}/", highlight=False)
     for source, reason in summary.errors[:5]:
         console.print(f"[yellow]skipped[/] {source}: {reason}", highlight=False, soft_wrap=True)
+    if summary.reused:
+        console.print(f"{summary.reused} MSA(s) reused from the previous {summary.out} (same model and options)",
+                      highlight=False)
     if len(summary.errors) > 5:
         console.print(f"[yellow]... and {len(summary.errors) - 5} more (see the index)[/]", highlight=False)
 
@@ -79,7 +105,7 @@ def _max_seqs_opt():
 
 
 def _subsample_opt():
-    return typer.Option("first", "--subsample", help="Row subsampling: first, random or greedy_diverse.")
+    return typer.Option(Subsample.first, "--subsample", help="How rows are chosen when an MSA is deeper than --max-seqs.")
 
 
 def _seed_opt():
@@ -94,16 +120,16 @@ def _toks_opt():
 
 
 def _device_opt():
-    return typer.Option("auto", help="auto (CUDA when visible), cpu or cuda.")
+    return typer.Option(Device.auto, help="auto: CUDA when visible, else CPU.")
 
 
 def _dtype_opt():
-    return typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+    return typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 
 
 def _on_error_opt():
     return typer.Option(
-        "fail", "--on-error",
+        OnError.fail, "--on-error",
         help="fail: stop at the first unusable MSA and write nothing; skip: record it in the index and go on.",
     )  # fmt: skip
 
@@ -128,12 +154,12 @@ def embed_cmd(
         "-1", "--repr-layers", help="Comma-separated layers: 0 = embeddings, negative = counted from the end."
     ),
     max_seqs: Optional[int] = _max_seqs_opt(),
-    subsample_mode: str = _subsample_opt(),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = _seed_opt(),
     toks_per_batch: int = _toks_opt(),
-    device: str = _device_opt(),
-    dtype: str = _dtype_opt(),
-    on_error: str = _on_error_opt(),
+    device: Device = _device_opt(),
+    dtype: Dtype = _dtype_opt(),
+    on_error: OnError = _on_error_opt(),
     plot: bool = _plot_opt(),
     top_contacts: int = typer.Option(0, "--top-contacts", help="With contacts_csv: pairs kept per range class (0 = all)."),
     quiet: bool = _quiet_opt(),
@@ -141,15 +167,15 @@ def embed_cmd(
     """Embeddings, contacts and logits of the query of every MSA: one HDF5 group per MSA plus an index CSV."""
     from msaformer.infer.msa import EmbedOptions, embed
 
-    with user_errors(), _terminate_cleanly():
-        opts = EmbedOptions(
-            include=_split_csv(include, "--include"), repr_layers=_parse_layers(repr_layers),
-            max_seqs=max_seqs, subsample=subsample_mode, seed=seed, toks_per_batch=toks_per_batch,
-            device=device, dtype=dtype, on_error=on_error, plot=plot, top_contacts=top_contacts or None,
-            progress=not quiet,
-        )  # fmt: skip
-        summary = embed(inputs, checkpoint, out, opts, index=index)
-        _report(summary, "embedded")
+    opts = EmbedOptions(
+        include=_split_csv(include, "--include"), repr_layers=_parse_layers(repr_layers),
+        max_seqs=max_seqs, subsample=subsample_mode.value, seed=seed, toks_per_batch=toks_per_batch,
+        device=device.value, dtype=dtype.value, on_error=on_error.value, plot=plot,
+        top_contacts=top_contacts or None,
+    )  # fmt: skip
+    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+        summary = embed(inputs, checkpoint, out, opts, index=index, progress=progress)
+    _report(summary, "embedded")
 
 
 def contacts_cmd(
@@ -159,26 +185,26 @@ def contacts_cmd(
     index: Path = _index_opt(),
     top: int = typer.Option(0, "--top", help="Pairs kept per range class in each ranked CSV (0 = all, separation >= 6)."),
     max_seqs: Optional[int] = _max_seqs_opt(),
-    subsample_mode: str = _subsample_opt(),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = _seed_opt(),
     toks_per_batch: int = _toks_opt(),
-    device: str = _device_opt(),
-    dtype: str = _dtype_opt(),
-    on_error: str = _on_error_opt(),
+    device: Device = _device_opt(),
+    dtype: Dtype = _dtype_opt(),
+    on_error: OnError = _on_error_opt(),
     plot: bool = _plot_opt(),
     quiet: bool = _quiet_opt(),
 ) -> None:
     """Contact maps of every MSA's query, plus a ranked CSV per MSA (long range first, then medium, short)."""
     from msaformer.infer.msa import EmbedOptions, embed
 
-    with user_errors(), _terminate_cleanly():
-        opts = EmbedOptions(
-            include=("contacts", "contacts_csv"), repr_layers=(), max_seqs=max_seqs,
-            subsample=subsample_mode, seed=seed, toks_per_batch=toks_per_batch, device=device, dtype=dtype,
-            on_error=on_error, plot=plot, top_contacts=top or None, progress=not quiet,
-        )  # fmt: skip
-        summary = embed(inputs, checkpoint, out, opts, index=index)
-        _report(summary, "predicted")
+    opts = EmbedOptions(
+        include=("contacts", "contacts_csv"), repr_layers=(), max_seqs=max_seqs,
+        subsample=subsample_mode.value, seed=seed, toks_per_batch=toks_per_batch, device=device.value,
+        dtype=dtype.value, on_error=on_error.value, plot=plot, top_contacts=top or None,
+    )  # fmt: skip
+    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+        summary = embed(inputs, checkpoint, out, opts, index=index, progress=progress)
+    _report(summary, "predicted")
 
 
 def score_variants_cmd(
@@ -189,25 +215,25 @@ def score_variants_cmd(
     checkpoint: Path = _checkpoint_opt(),
     out: Path = typer.Option(..., "--out", "-o", help="CSV to write: the input columns plus 'score'."),
     max_seqs: Optional[int] = _max_seqs_opt(),
-    subsample_mode: str = _subsample_opt(),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = _seed_opt(),
     toks_per_batch: int = _toks_opt(),
-    device: str = _device_opt(),
-    dtype: str = _dtype_opt(),
+    device: Device = _device_opt(),
+    dtype: Dtype = _dtype_opt(),
 ) -> None:
     """Zero-shot masked-marginal variant scores: log p(mutant) - log p(wild type), the position masked."""
     from msaformer.infer.variants import score_variants
 
-    with user_errors():
+    with _terminate_cleanly():
         rows = score_variants(
-            msa, mutations, checkpoint, out, max_seqs=max_seqs, subsample_mode=subsample_mode, seed=seed,
-            toks_per_batch=toks_per_batch, device=device, dtype=dtype,
+            msa, mutations, checkpoint, out, max_seqs=max_seqs, subsample_mode=subsample_mode.value, seed=seed,
+            toks_per_batch=toks_per_batch, device=device.value, dtype=dtype.value,
         )  # fmt: skip
-        console.print(f"[green]wrote[/] {out} ({len(rows)} mutations scored)", highlight=False)
+    console.print(f"[green]wrote[/] {out} ({len(rows)} mutations scored)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Adds ``embed``, ``contacts`` and ``score-variants`` to the root app."""
-    app.command("embed", no_args_is_help=True)(embed_cmd)
-    app.command("contacts", no_args_is_help=True)(contacts_cmd)
-    app.command("score-variants", no_args_is_help=True)(score_variants_cmd)
+    command(app, "embed", embed_cmd)
+    command(app, "contacts", contacts_cmd)
+    command(app, "score-variants", score_variants_cmd)

@@ -1,4 +1,4 @@
-"""Masked-language-model corruption of one MSA, and padding of several into a batch.
+"""Masked-language-model corruption of one MSA, and padding of several into a typed batch.
 
 BERT / MSA Transformer masking: 15% of the real tokens (not ``<cls>``, not padding) are chosen; of those
 80% become ``<mask>``, 10% a random standard residue, 10% stay unchanged. The loss is computed on chosen
@@ -6,6 +6,10 @@ positions only: targets elsewhere are :data:`IGNORE_INDEX`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,42 +53,67 @@ def mask_tokens(
     return inputs, targets
 
 
-def collate_msas(samples: list[dict]) -> dict:
-    """Returns a padded batch of MSA samples as torch tensors.
+def pad_stack(arrays: Sequence[np.ndarray], fill: int, min_shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Returns int64 ``[B, *max shape]``: each array of ``arrays`` (all of the same rank) in front, ``fill``
+    after its end along every axis. ``min_shape`` sets a smallest padded shape (e.g. a model window).
 
-    Each sample has ``tokens`` and ``targets`` (int64 ``[N_i, L_i + 1]``, ``<cls>`` column first) and may
-    have ``index`` (the record it came from). The batch has:
-
-    - ``tokens`` ``[B, N, L + 1]`` padded with ``<pad>`` (padded rows are all ``<pad>``, the model's
-      convention), ``targets`` ``[B, N, L + 1]`` padded with :data:`IGNORE_INDEX`;
-    - ``row_mask`` ``[B, N]`` and ``column_mask`` ``[B, L + 1]``: True for real rows / columns;
-    - ``padding_mask`` ``[B, N, L + 1]``: True at padding;
-    - ``index`` ``[B]`` (``-1`` when absent), and ``n_tokens``: the number of real tokens.
+    The one padding routine of every batch msaformer builds: MSA training samples, MSAs for inference and
+    promoter sequences.
     """
+    if not arrays:
+        raise ValueError("pad_stack needs at least one array")
+    rank = arrays[0].ndim
+    shape = [max(a.shape[d] for a in arrays) for d in range(rank)]
+    for d, size in enumerate(min_shape):
+        shape[d] = max(shape[d], size)
+    out = np.full((len(arrays), *shape), fill, dtype=np.int64)
+    for b, a in enumerate(arrays):
+        out[(b, *(slice(0, n) for n in a.shape))] = a
+    return out
+
+
+@dataclass(frozen=True)
+class MsaSample:
+    """One training MSA: masked token ids and their targets, int64 ``[N, L + 1]`` (``<cls>`` column first).
+
+    ``targets`` holds the original id at masked positions and :data:`IGNORE_INDEX` elsewhere; ``record`` is the
+    record's position in its split.
+    """
+
+    tokens: np.ndarray
+    targets: np.ndarray
+    record: int = -1
+
+
+@dataclass(frozen=True)
+class MsaBatch:
+    """A padded batch of training MSAs.
+
+    Attributes:
+        tokens: ``[B, N, L + 1]`` int64, ``<pad>`` wherever an MSA is shallower or shorter than the batch
+            (padded rows are all ``<pad>``, the model's convention).
+        targets: ``[B, N, L + 1]`` int64, :data:`IGNORE_INDEX` at unmasked and padded positions.
+        n_tokens: real (unpadded) tokens in the batch.
+    """
+
+    tokens: Any  # torch.Tensor
+    targets: Any  # torch.Tensor
+    n_tokens: int
+
+    def to(self, device, non_blocking: bool = False) -> "MsaBatch":
+        """Returns the batch with its tensors on ``device``."""
+        return MsaBatch(self.tokens.to(device, non_blocking=non_blocking),
+                        self.targets.to(device, non_blocking=non_blocking), self.n_tokens)
+
+
+def collate_msas(samples: Sequence[MsaSample]) -> MsaBatch:
+    """Returns the padded batch of ``samples``."""
     import torch
 
     if not samples:
         raise ValueError("collate_msas needs at least one sample")
-    depth = max(s["tokens"].shape[0] for s in samples)
-    width = max(s["tokens"].shape[1] for s in samples)
-    batch = len(samples)
-    tokens = np.full((batch, depth, width), PAD_IDX, dtype=np.int64)
-    targets = np.full((batch, depth, width), IGNORE_INDEX, dtype=np.int64)
-    row_mask = np.zeros((batch, depth), dtype=bool)
-    column_mask = np.zeros((batch, width), dtype=bool)
-    for b, sample in enumerate(samples):
-        n, w = sample["tokens"].shape
-        tokens[b, :n, :w] = sample["tokens"]
-        targets[b, :n, :w] = sample["targets"]
-        row_mask[b, :n] = True
-        column_mask[b, :w] = True
-    padding_mask = ~(row_mask[:, :, None] & column_mask[:, None, :])
-    return {
-        "tokens": torch.from_numpy(tokens),
-        "targets": torch.from_numpy(targets),
-        "row_mask": torch.from_numpy(row_mask),
-        "column_mask": torch.from_numpy(column_mask),
-        "padding_mask": torch.from_numpy(padding_mask),
-        "index": torch.tensor([int(s.get("index", -1)) for s in samples], dtype=torch.int64),
-        "n_tokens": int((~padding_mask).sum()),
-    }
+    return MsaBatch(
+        tokens=torch.from_numpy(pad_stack([s.tokens for s in samples], PAD_IDX)),
+        targets=torch.from_numpy(pad_stack([s.targets for s in samples], IGNORE_INDEX)),
+        n_tokens=int(sum(s.tokens.size for s in samples)),
+    )

@@ -20,21 +20,17 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from msaformer.data.alphabet import encode_msa
-from msaformer.data.collate import mask_tokens
+from msaformer.data.collate import MsaSample, mask_tokens
 from msaformer.data.sampling import SamplingOptions, sample_msa
 from msaformer.errors import ConfigError, ShardError
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 
 
-def hash_fraction(content_hash: str) -> float:
-    """Returns a number in [0, 1) from a hex content hash: a stable, uniform key for the train/val split."""
-    try:
-        return int(content_hash[:13], 16) / 16**13
-    except ValueError:
-        import hashlib
-
-        return int(hashlib.sha256(content_hash.encode()).hexdigest()[:13], 16) / 16**13
+def hash_fractions(hash_key: np.ndarray) -> np.ndarray:
+    """Returns numbers in [0, 1) from 64-bit content-hash keys (:attr:`ShardReader.hash_key`): a stable, uniform
+    key for the train / validation split."""
+    return (np.asarray(hash_key, dtype=np.uint64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 @dataclass(frozen=True)
@@ -58,9 +54,8 @@ def split_records(readers: Sequence, split: str, val_fraction: float) -> SplitIn
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     readers_out, records_out = [], []
     for r, reader in enumerate(readers):
-        index = reader.index
-        frac = np.array([hash_fraction(h) for h in index["hash"]], dtype=np.float64)
-        usable = index["n_res"].to_numpy() > 0
+        frac = hash_fractions(reader.hash_key)
+        usable = reader.n_res > 0
         in_val = frac < val_fraction
         keep = usable & (in_val if split == "val" else ~in_val)
         rows = np.flatnonzero(keep)
@@ -83,9 +78,9 @@ def open_readers(shard_dirs: Sequence[str | Path]) -> list:
 class MsaShardDataset:
     """Map-style dataset of masked, cropped, row-subsampled MSAs from shard directories.
 
-    ``dataset[(epoch, i)]`` (or ``dataset[i]`` for epoch 0) returns ``{"tokens", "targets", "index"}``:
+    ``dataset[(epoch, i)]`` (or ``dataset[i]`` for epoch 0) returns a :class:`~msaformer.data.collate.MsaSample`:
     int64 ``[rows, cols + 1]`` inputs (masked) and targets (:data:`~msaformer.data.collate.IGNORE_INDEX`
-    where unmasked), and ``index`` = ``i``, the position of the record in this split.
+    where unmasked), and ``record`` = ``i``, the position of the record in this split.
     """
 
     def __init__(
@@ -118,13 +113,13 @@ class MsaShardDataset:
     def describe(self, i: int) -> str:
         """Returns ``directory:name`` of the i-th record, for messages."""
         reader = self.readers[int(self.records.reader[i])]
-        return f"{reader.directory}:{reader.index['name'].iloc[int(self.records.record[i])]}"
+        return f"{reader.directory}:{reader.name(int(self.records.record[i]))}"
 
     def rng(self, epoch: int, i: int) -> np.random.Generator:
         """Returns the generator behind sample ``i`` of ``epoch``: a function of (seed, split, epoch, i) only."""
         return np.random.default_rng([self.seed, _SPLIT_CODES[self.split], int(epoch), int(i)])
 
-    def __getitem__(self, key) -> dict:
+    def __getitem__(self, key) -> MsaSample:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         n = len(self)
         if not 0 <= i < n:
@@ -138,7 +133,7 @@ class MsaShardDataset:
         rows, columns = sample_msa(msa.tokens, self.options, rng)
         ids = encode_msa(msa.tokens[rows][:, columns])
         inputs, targets = mask_tokens(ids, rng, mask_prob=self.mask_prob)
-        return {"tokens": inputs, "targets": targets, "index": int(i)}
+        return MsaSample(inputs, targets, int(i))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:

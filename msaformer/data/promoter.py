@@ -69,14 +69,11 @@ def decode(ids: Iterable[int]) -> str:
 
 def collate(token_arrays: list[np.ndarray], pad_to: int | None = None) -> np.ndarray:
     """Returns int64 [B, 1 + max L] with ``<cls>`` prepended and ``<pad>`` after each sequence's end."""
-    width = 1 + max((len(t) for t in token_arrays), default=0)
-    if pad_to is not None:
-        width = max(width, pad_to + 1)
-    out = np.full((len(token_arrays), width), PAD_IDX, dtype=np.int64)
-    out[:, 0] = CLS_IDX
-    for i, t in enumerate(token_arrays):
-        out[i, 1 : 1 + len(t)] = t
-    return out
+    from msaformer.data.collate import pad_stack
+
+    with_cls = [np.concatenate(([CLS_IDX], t)) for t in token_arrays] or [np.array([CLS_IDX])]
+    out = pad_stack(with_cls, PAD_IDX, min_shape=(1 + (pad_to or 0),))
+    return out[: len(token_arrays)]
 
 
 @dataclass(frozen=True)
@@ -110,8 +107,8 @@ class PromoterSet:
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace")
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _base_suffix(path: Path) -> str:
@@ -392,11 +389,3 @@ def length_bucketed_batches(
     if shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
-
-
-def batches_of(
-    tokens: list[np.ndarray], labels: np.ndarray | None, batch_indices: list[np.ndarray]
-) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-    """Yields ``(token batch [B, 1 + L], labels [B] or None, indices [B])`` for precomputed batch indices."""
-    for index in batch_indices:
-        yield collate([tokens[i] for i in index]), (None if labels is None else labels[index]), index

@@ -1,21 +1,32 @@
-"""Choosing what part of an MSA a training sample sees: a column window, a row budget, and which rows.
+"""Which rows and columns of an MSA the model sees: the one row-selection module of training and inference.
 
-All functions are pure: arrays and a ``numpy.random.Generator`` in, indices out. The query (row 0) is
-always the first row chosen. Row selection strategies follow the MSA Transformer paper and its
-follow-ups: uniform sampling, sampling with replacement, greedy maximal diversity (fair-esm's
-``greedy_select`` at inference), and an hhfilter-style identity/coverage filter followed by uniform sampling.
+All functions are pure: arrays and a ``numpy.random.Generator`` in, indices out. The query (row 0) is always
+the first row chosen, and the other rows keep their alignment order (except with replacement). Strategies:
+
+* ``first``: the query and the next rows in file order (search tools sort hits by score, so this keeps the
+  best hits);
+* ``random``: uniform without replacement;
+* ``random_with_replacement``;
+* ``greedy_diverse``: fair-esm's ``greedy_select``: repeatedly add the row with the largest mean Hamming
+  distance to the rows already chosen (exact integer counts; ties go to the earlier row);
+* ``identity_filter``: an hhfilter-style identity / coverage filter, then uniform sampling.
+
+Training (:func:`sample_msa`) also places a column window and fits the row count to a token budget; inference
+(:func:`subsample`) keeps at most ``max_rows`` rows, drawing ``random`` rows from a generator seeded by the
+alignment's content, so a result does not depend on the other inputs of a run.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from msaformer.errors import ConfigError
 
-#: Names accepted by :func:`select_rows` (``data.strategy`` in training configs).
-STRATEGIES = ("random", "random_with_replacement", "greedy_diverse", "identity_filter")
+#: Names accepted by :func:`select_rows` (``data.strategy`` in training configs, ``--subsample`` at inference).
+STRATEGIES = ("first", "random", "random_with_replacement", "greedy_diverse", "identity_filter")
 
 #: The MSA Transformer's training budget: rows x columns per MSA.
 DEFAULT_MAX_TOKENS = 2**14
@@ -82,23 +93,20 @@ def _is_residue(tokens: np.ndarray) -> np.ndarray:
 
 
 def greedy_diverse(tokens: np.ndarray, n_rows: int) -> np.ndarray:
-    """Returns ``n_rows`` row indices, query first, each next row the one with the largest mean Hamming
-    distance to those already chosen (ties: the lowest index). ``tokens`` is ``[N, L]``."""
+    """Returns ``n_rows`` row indices of ``tokens [N, L]`` in row order, the query first: fair-esm's greedy
+    selection, each next row the one with the largest summed Hamming distance to those already chosen (ties:
+    the lowest index)."""
     depth = tokens.shape[0]
     n_rows = min(n_rows, depth)
-    chosen = [0]
-    if n_rows <= 1:
-        return np.asarray(chosen, dtype=np.int64)
-    distance_sum = np.zeros(depth, dtype=np.float64)  # summed Hamming distance to chosen rows
-    available = np.ones(depth, dtype=bool)
-    available[0] = False
+    chosen = np.zeros(depth, dtype=bool)
+    chosen[0] = True
+    distance = np.zeros(depth, dtype=np.int64)  # integer mismatch counts: ties are exact
+    last = 0
     for _ in range(n_rows - 1):
-        distance_sum += (tokens != tokens[chosen[-1]]).sum(axis=1)
-        scores = np.where(available, distance_sum, -1.0)
-        best = int(np.argmax(scores))
-        chosen.append(best)
-        available[best] = False
-    return np.asarray(chosen, dtype=np.int64)
+        distance += (tokens != tokens[last]).sum(axis=1)
+        last = int(np.argmax(np.where(chosen, -1, distance)))
+        chosen[last] = True
+    return np.flatnonzero(chosen)
 
 
 def identity_filter(
@@ -147,9 +155,9 @@ def select_rows(tokens: np.ndarray, n_rows: int, strategy: str, rng: np.random.G
     """Returns row indices into ``tokens`` ``[N, L]``: ``index[0] == 0`` (the query), ``len <= n_rows``.
 
     ``random`` samples the other rows uniformly without replacement (all rows if they fit),
-    ``random_with_replacement`` with replacement (exactly ``n_rows`` rows when N > 1), ``greedy_diverse``
-    is deterministic, ``identity_filter`` filters (see :func:`identity_filter`) then samples uniformly.
-    Rows other than the query keep their alignment order, except with replacement.
+    ``random_with_replacement`` with replacement (exactly ``n_rows`` rows when N > 1), ``first`` and
+    ``greedy_diverse`` are deterministic, ``identity_filter`` filters (see :func:`identity_filter`) then
+    samples uniformly. Rows other than the query keep their alignment order, except with replacement.
     """
     validate_strategy(strategy)
     options = options or SamplingOptions(strategy=strategy)
@@ -158,6 +166,8 @@ def select_rows(tokens: np.ndarray, n_rows: int, strategy: str, rng: np.random.G
     query = np.zeros(1, dtype=np.int64)
     if depth == 1 or n_rows == 1:
         return query
+    if strategy == "first":
+        return np.arange(n_rows, dtype=np.int64)
     if strategy == "random":
         others = rng.choice(np.arange(1, depth), size=min(n_rows, depth) - 1, replace=False)
         return np.concatenate([query, np.sort(others)])
@@ -176,6 +186,33 @@ def select_rows(tokens: np.ndarray, n_rows: int, strategy: str, rng: np.random.G
         return kept
     others = rng.choice(kept[1:], size=n_rows - 1, replace=False)
     return np.concatenate([query, np.sort(others)])
+
+
+def content_rng(tokens: np.ndarray, seed: int) -> np.random.Generator:
+    """Returns a generator seeded by ``seed`` and the alignment's content (its query row and shape), so that a
+    draw from one alignment does not change with the other alignments of a run or their order."""
+    digest = zlib.crc32(np.ascontiguousarray(tokens[0]).tobytes()) ^ (tokens.shape[0] << 16) ^ tokens.shape[1]
+    return np.random.default_rng([int(seed), digest])
+
+
+def subsample(msa, max_rows: int | None, strategy: str = "first", seed: int = 0):
+    """Returns ``msa`` (an :class:`~msaformer.data.msa.Msa`) with at most ``max_rows`` rows chosen by
+    ``strategy``, the query first; ``None`` keeps every row. For inference."""
+    from msaformer.data.msa import Msa
+
+    validate_strategy(strategy)
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"--max-seqs must be at least 1 (the query), got {max_rows}")
+    if max_rows is None or msa.depth <= max_rows:
+        return msa
+    rows = select_rows(msa.tokens, max_rows, strategy, content_rng(msa.tokens, seed))
+    return Msa(
+        names=[msa.names[i] for i in rows.tolist()],
+        tokens=np.ascontiguousarray(msa.tokens[rows]),
+        deletions=np.ascontiguousarray(msa.deletions[rows]),
+        source=msa.source,
+        metadata=msa.metadata,
+    )
 
 
 def sample_msa(tokens: np.ndarray, options: SamplingOptions, rng: np.random.Generator) -> tuple[np.ndarray, slice]:

@@ -1,291 +1,44 @@
-"""Writing HDF5 shards: the format constants, the chunk encoding done in parser workers, and ShardWriter.
+"""Writing the shards of one preprocessing task: HDF5 files, then the task's index and inputs parts.
 
-See :mod:`msaformer.data.shards` for the layout of a shard and the reader. Only this module writes shards.
+A :class:`TaskWriter` belongs to one task (:mod:`msaformer.data.preprocess`). It streams the task's records into
+HDF5 shards under temporary names (a shard is closed after ``shard_size_records`` records or
+``shard_size_bytes`` aligned cells), and :meth:`TaskWriter.commit` puts them in place: the shards are renamed
+to ``msa-<task>-<k>.h5``, then the index part and the inputs part are written, each atomically, the inputs part
+last (it marks the task committed). A task that is run again (retried after a worker died, or because one of
+its inputs changed) writes the same names and replaces its own files, never anybody else's; it withdraws its
+earlier commit (the inputs part) before replacing anything, so a crash half-way leaves it uncommitted. Nothing is visible
+under a final name before :meth:`commit`; :meth:`abort` removes the temporaries.
 
-Chunks. ``tokens`` and ``deletions`` are cut into ``CHUNK_BYTES`` HDF5 chunks, ``row_names`` into
-``NAMES_CHUNK_BYTES`` ones, each deflated (HDF5's standard gzip filter) or stored raw. Records are packed
-one after the other, with one exception: with ``gzip``, a record holding at least one whole chunk starts on
-a chunk boundary, so that its parser worker compresses its chunks in parallel with the others and the
-writer stores them with ``write_direct_chunk`` as they are. The zero padding before such a record is less
-than one chunk, so it is less than the record itself, and deflates to a few bytes. Small records, the
-tails of large ones and ``none`` chunks are packed (and, for ``gzip``, compressed) by the writer. So a
-million tiny alignments take about their own size on disk, whatever the compression.
+The chunk encoding is :mod:`msaformer.data.chunks`; the layout of the directory is
+:mod:`msaformer.data.shard_format`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import os
-import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from msaformer.data.msa import Msa
+from msaformer.data.chunks import EncodedArray, EncodedRecord, deflate
+from msaformer.data.shard_format import (
+    CHUNK_BYTES,
+    COMPRESSIONS,
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_COLUMNS,
+    INDEX_DIR,
+    INPUTS_COLUMNS,
+    INPUTS_DIR,
+    NAMES_CHUNK_BYTES,
+    index_schema,
+    inputs_schema,
+    shard_name,
+    task_of_shard,
+)
 from msaformer.errors import ShardError
-
-FORMAT = "msaformer-msa"
-FORMAT_VERSION = 1
-INDEX_FILE = "index.csv"
-INPUTS_FILE = "inputs.csv"
-INDEX_COLUMNS = ("shard", "record", "name", "source", "input", "input_sha256", "n_seq", "n_res", "hash")
-INPUTS_COLUMNS = ("input", "input_sha256", "bytes", "n_records", "status", "reason")
-#: Bytes per HDF5 chunk of ``tokens`` / ``deletions``: small enough that reading the first rows of a
-#: record decompresses little more than it needs, large enough to deflate well.
-CHUNK_BYTES = 1 << 16
-#: Bytes per HDF5 chunk of ``row_names``.
-NAMES_CHUNK_BYTES = 1 << 14
-COMPRESSIONS = ("gzip", "none")
-
-_SHARD_RE = re.compile(r"^msa-(\d{5,})\.h5$")
-_TMP_RE = re.compile(r"^\.msa-(\d{5,})\.h5\.tmp$")
-
-
-def shard_name(number: int) -> str:
-    """Returns the file name of shard ``number``."""
-    return f"msa-{number:05d}.h5"
-
-
-def record_name(msa: Msa) -> str:
-    """Returns a record's name: the first word of the query header, else the file name in ``source``."""
-    header = msa.names[0].split(None, 1) if msa.names else []
-    if header:
-        return header[0]
-    return os.path.basename(msa.source) or "query"
-
-
-def _csv_line(row: tuple) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(row)
-    return buffer.getvalue()
-
-
-def _write_csv_atomic(path: Path, columns: tuple[str, ...], lines) -> None:
-    """Replaces ``path`` with a header and pre-formatted lines: temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        fh.write(",".join(columns) + "\n")
-        fh.write("".join(lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(header) != columns:
-            raise ShardError(f"{path}: unexpected header {header}; expected {','.join(columns)}")
-        return [tuple(row) for row in reader]
-
-
-_COMPRESSORS: dict = {}
-
-
-def _compressor():
-    """Returns this process's thread pool for deflate (which releases the GIL); threads do not survive a fork."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = _COMPRESSORS.get(os.getpid())
-    if pool is None:
-        _COMPRESSORS.clear()
-        pool = _COMPRESSORS[os.getpid()] = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
-    return pool
-
-
-def compressor_threads() -> int:
-    """Returns how many of this process's threads are idle deflate helpers (they do not get in the way of a fork)."""
-    pool = _COMPRESSORS.get(os.getpid())
-    return len(getattr(pool, "_threads", ())) if pool is not None else 0
-
-
-def _zlib_deflate(chunk) -> bytes:
-    # Z_RLE: run-length matches only (gap runs, zero deletion runs); ~1.7x faster than level-1 deflate
-    # with the standard library's zlib, and about as small on HHblits alignments (see BENCHMARKS.md)
-    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    return packer.compress(chunk) + packer.flush()
-
-
-DEFLATE_CODECS = ("auto", "isal", "zlib")
-_DEFLATE: dict = {}  # "name" and "fn" of the encoder in use, chosen on first use
-
-
-def use_deflate(codec: str | None = None) -> str:
-    """Chooses the deflate encoder of ``gzip`` chunks and returns its name.
-
-    ``isal`` (ISA-L level 1, the ``isal`` package: ~2.4x faster than ``zlib`` and smaller on alignments),
-    ``zlib`` (the standard library, level 1 with the ``Z_RLE`` strategy) or ``auto`` (``isal`` when it is
-    installed, else ``zlib``). ``None`` reads ``MSAFORMER_DEFLATE`` (default ``auto``). Both write the zlib
-    stream of HDF5's standard gzip filter, so every HDF5 reader decodes either. Worker processes forked
-    after this call inherit the choice; others get it from ``MSAFORMER_DEFLATE``.
-    """
-    wanted = (codec if codec is not None else os.environ.get("MSAFORMER_DEFLATE", "") or "auto").strip().lower()
-    if wanted not in DEFLATE_CODECS:
-        raise ShardError(
-            f"deflate encoder {wanted!r} (MSAFORMER_DEFLATE) is unknown; choose one of {', '.join(DEFLATE_CODECS)}"
-        )
-    name, fn = "zlib", _zlib_deflate
-    if wanted != "zlib":
-        try:
-            from isal import isal_zlib
-        except ImportError:
-            if wanted == "isal":
-                raise ShardError(
-                    "deflate encoder 'isal' asked for (MSAFORMER_DEFLATE), but the isal package is not installed: "
-                    "pip install isal"
-                ) from None
-        else:
-            name, fn = "isal", lambda chunk, _compress=isal_zlib.compress: _compress(chunk, 1)
-    _DEFLATE.update(name=name, fn=fn)
-    _ZERO_CHUNKS.clear()
-    return name
-
-
-def deflate_codec() -> str:
-    """Returns the name of the deflate encoder in use (see :func:`use_deflate`)."""
-    if not _DEFLATE:
-        use_deflate()
-    return _DEFLATE["name"]
-
-
-def _deflate(chunk) -> bytes:
-    if not _DEFLATE:
-        use_deflate()
-    return _DEFLATE["fn"](chunk)
-
-
-def _zero_chunk(chunk: int) -> bytes:
-    cached = _ZERO_CHUNKS.get(chunk)
-    if cached is None:
-        cached = _ZERO_CHUNKS[chunk] = _deflate(bytes(chunk))
-    return cached
-
-
-_ZERO_CHUNKS: dict[int, bytes] = {}
-
-
-def _flat(data: np.ndarray | bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data.reshape(-1)
-
-
-def encode_chunks(data: np.ndarray | bytes, chunk: int, compression: str) -> list[bytes]:
-    """Returns ``data`` cut into ``chunk``-byte HDF5 chunks (the last one zero-padded), each deflated
-    (HDF5's standard gzip filter) or stored raw, ready for ``write_direct_chunk``."""
-    flat = _flat(data)
-    full = flat.size // chunk
-    n = -(-flat.size // chunk)
-    last = np.zeros(chunk, dtype=np.uint8)  # only the last chunk is copied, to pad it
-    last[: flat.size - full * chunk] = flat[full * chunk :]
-    view = memoryview(np.ascontiguousarray(flat[: full * chunk]))
-    pieces = [view[i * chunk : (i + 1) * chunk] for i in range(full)] + ([memoryview(last)] if n > full else [])
-    if compression == "none":
-        return [bytes(p) for p in pieces]
-    # all-zero chunks (deletions of alignments without insertions, padding) share one precomputed encoding
-    zero = np.ones(n, dtype=bool)
-    zero[:full] = ~flat[: full * chunk].reshape(full, chunk).any(axis=1)
-    zero[full:] = not last.any()
-    busy = np.flatnonzero(~zero).tolist()
-    work = [pieces[i] for i in busy]
-    packed = list(_compressor().map(_deflate, work)) if len(work) >= 8 else [_deflate(p) for p in work]
-    out = [_zero_chunk(chunk)] * n
-    for i, encoded in zip(busy, packed):
-        out[i] = encoded
-    return out
-
-
-class EncodedArray(NamedTuple):
-    """One record's bytes of one dataset (``tokens``, ``deletions`` or ``row_names``), ready for the writer.
-
-    ``chunks``: encoded whole chunks that must start on a chunk boundary (``gzip`` records of at least one
-    chunk, compressed in the parser worker). ``tail``: the raw bytes after them (the whole record when
-    ``chunks`` is empty), which the writer packs together with the next records. ``tail_chunk``: ``tail``
-    zero-padded to a whole chunk and encoded, stored as it is when nothing gets packed after it.
-    """
-
-    n_bytes: int
-    chunks: list[bytes]
-    tail: bytes
-    tail_chunk: bytes | None
-
-
-def encode_array(data: np.ndarray | bytes, chunk: int, compression: str) -> EncodedArray:
-    """Returns ``data`` split for the writer: whole chunks compressed here (``gzip``), the rest raw."""
-    flat = _flat(data)
-    full = flat.size // chunk
-    if compression == "none" or full == 0:
-        return EncodedArray(flat.size, [], flat.tobytes(), None)
-    encoded = encode_chunks(flat, chunk, compression)
-    tail = flat[full * chunk :].tobytes()
-    return EncodedArray(flat.size, encoded[:full], tail, encoded[full] if tail else None)
-
-
-@dataclass(frozen=True)
-class EncodedRecord:
-    """One alignment ready to be written: its index fields and its encoded arrays.
-
-    Made by :func:`encode_record` (in a parser worker, so compression runs in parallel); written by
-    :meth:`ShardWriter.add_encoded`, which only packs small pieces.
-    """
-
-    name: str
-    source: str
-    metadata: str
-    n_seq: int
-    n_res: int
-    hash: str
-    compression: str
-    tokens: EncodedArray
-    deletions: EncodedArray
-    names: EncodedArray
-
-    @property
-    def names_length(self) -> int:
-        return self.names.n_bytes
-
-
-def content_hash(tokens: np.ndarray) -> str:
-    """Returns :meth:`Msa.content_hash` of a token matrix (rows joined by ``\\n``), without Python strings."""
-    n, width = tokens.shape
-    # ~1 MiB of rows at a time through one reused buffer: a full [N, L + 1] copy costs more in page faults
-    # than SHA-256 itself
-    rows = max(1, min(n, (1 << 20) // (width + 1)))
-    lines = np.empty((rows, width + 1), dtype=np.uint8)
-    lines[:, width] = ord("\n")
-    flat = memoryview(lines.reshape(-1))
-    digest = hashlib.sha256()
-    for first in range(0, n, rows):
-        k = min(rows, n - first)
-        lines[:k, :width] = tokens[first : first + k]
-        digest.update(flat[: k * (width + 1) - (first + k == n)])  # no newline after the last row
-    return digest.hexdigest()
-
-
-def encode_record(msa: Msa, compression: str = "gzip") -> EncodedRecord:
-    """Returns ``msa`` encoded into shard chunks, with its name and content hash."""
-    if compression not in COMPRESSIONS:
-        raise ShardError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
-    if msa.depth == 0:
-        raise ShardError(f"{msa.source or 'alignment'}: has no rows; nothing to store")
-    names = ("\n".join(msa.names) + "\n").encode("utf-8", "surrogateescape")
-    tokens = np.ascontiguousarray(msa.tokens)
-    return EncodedRecord(
-        name=record_name(msa),
-        source=msa.source,
-        metadata="\n".join(msa.metadata),
-        n_seq=msa.depth,
-        n_res=msa.length,
-        hash=content_hash(tokens),
-        compression=compression,
-        tokens=encode_array(tokens, CHUNK_BYTES, compression),
-        deletions=encode_array(np.ascontiguousarray(msa.deletions), CHUNK_BYTES, compression),
-        names=encode_array(names, NAMES_CHUNK_BYTES, compression),
-    )
+from msaformer.files import atomic_path, temporary_name
 
 
 class _ChunkedArray:
@@ -336,7 +89,7 @@ class _ChunkedArray:
         self._open += view[pos:]
 
     def _encode(self, raw) -> bytes:
-        return raw if self.compression == "none" else _deflate(raw)
+        return raw if self.compression == "none" else deflate(raw)
 
     def _store(self, data) -> None:
         need = self._base + self.chunk
@@ -359,137 +112,86 @@ class _ChunkedArray:
         self.dataset.resize((self.end,))  # drops the growth margin; the last chunk keeps its zero padding
 
 
-class ShardWriter:
-    """Writes alignments into ``msa-00000.h5``, ``msa-00001.h5``, ... under ``out_dir``.
+@dataclass(frozen=True)
+class InputRow:
+    """One input of a task as the inputs part records it."""
 
-    Use as a context manager; :meth:`add` one :class:`Msa` at a time. A shard is closed after
-    ``shard_size_records`` records or ``shard_size_bytes`` aligned cells, whichever comes first.
+    input: str  # the resume key: the path relative to its input root
+    path: str  # where it was read this time
+    input_sha256: str
+    bytes: int
+    mtime_ns: int
+    n_records: int
+    status: str  # ok | filtered | rejected
+    reason: str = ""
 
-    ``mode``: ``"create"`` (the directory must hold no shards), ``"append"`` (continue an existing
-    directory; records of inputs that were never committed are dropped from the index) or ``"overwrite"``
-    (delete existing shards and indexes first).
 
-    Leaving the ``with`` block normally, or by a :class:`~msaformer.errors.MsaformerError`, finishes the
-    open shard; any other exception (a crash, Ctrl-C) deletes it, keeping the shards finished before.
+def write_parquet(path: Path, columns: dict, schema) -> None:
+    """Writes a Parquet file atomically (zstd-compressed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(columns, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class TaskWriter:
+    """Writes the records of one task into ``out_dir`` (see the module docstring).
+
+    Args:
+        out_dir: the shard directory.
+        task: the task's id (16 hex digits), which names its files.
+        compression: ``gzip`` or ``none`` (records must be encoded with the same).
+        shard_size_records, shard_size_bytes: when a shard is closed and the next one started.
     """
 
-    def __init__(
-        self,
-        out_dir: str | os.PathLike,
-        shard_size_records: int = 4096,
-        shard_size_bytes: int = 1 << 30,
-        compression: str = "gzip",
-        mode: str = "create",
-    ) -> None:
+    def __init__(self, out_dir: str | os.PathLike, task: str, *, compression: str = "gzip",
+                 shard_size_records: int = 4096, shard_size_bytes: int = 1 << 30) -> None:
         if compression not in COMPRESSIONS:
             raise ShardError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
-        if mode not in ("create", "append", "overwrite"):
-            raise ValueError(f"mode must be create, append or overwrite, not {mode!r}")
         if shard_size_records < 1 or shard_size_bytes < 1:
             raise ShardError("shard size must be at least 1 record and 1 byte")
         self.out_dir = Path(out_dir)
+        self.task = task
+        self.compression = compression
         self.shard_size_records = int(shard_size_records)
         self.shard_size_bytes = int(shard_size_bytes)
-        self.compression = compression
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        # rows kept with their CSV lines, so that rewriting an index after each shard is a single write
-        self._index: list[tuple[tuple, str]] = []
-        self._inputs: dict[str, tuple[tuple, str]] = {}
-        self._pending_inputs: list[tuple] = []
-        self._prepare(mode)
-        self._next_number = 1 + max((_shard_number(p.name) for p in self.out_dir.glob("msa-*.h5")), default=-1)
         self._file = None
+        self._done: list[Path] = []  # finished shards, under their temporary names
+        self._rows: list[tuple] = []  # index rows (shard number in place of the name until commit)
         self._records: list[tuple[EncodedRecord, str, str]] = []
         self._cells = 0
-        self.shards_written = 0
-        self.records_written = 0
         self.bytes_written = 0
 
-    # -- directory state -------------------------------------------------------------------------
-    def _prepare(self, mode: str) -> None:
-        for tmp in self.out_dir.iterdir():
-            if _TMP_RE.match(tmp.name) or tmp.name in (f".{INDEX_FILE}.tmp", f".{INPUTS_FILE}.tmp"):
-                tmp.unlink()  # left by a killed run; never readable
-        existing = sorted(p for p in self.out_dir.glob("msa-*.h5") if _SHARD_RE.match(p.name))
-        index_path, inputs_path = self.out_dir / INDEX_FILE, self.out_dir / INPUTS_FILE
-        if mode == "overwrite":
-            for path in existing + [index_path, inputs_path]:
-                path.unlink(missing_ok=True)
-            return
-        if mode == "create":
-            if existing or index_path.exists():
-                raise ShardError(
-                    f"{self.out_dir} already holds shards; pass --resume to add to them, --overwrite to "
-                    "replace them, or choose an empty directory"
-                )
-            return
-        # append: keep only records whose input was committed (or that came without an input)
-        index = _read_csv(index_path, INDEX_COLUMNS) if index_path.exists() else []
-        inputs = _read_csv(inputs_path, INPUTS_COLUMNS) if inputs_path.exists() else []
-        self._inputs = {row[0]: (row, _csv_line(row)) for row in inputs}
-        committed = {(row[0], row[1]) for row in inputs}
-        self._index = [(row, _csv_line(row)) for row in index if not row[4] or (row[4], row[5]) in committed]
-        referenced = {row[0] for row, _ in self._index}
-        for path in existing:
-            if path.name not in referenced:
-                path.unlink()  # a shard renamed just before a kill, or holding only dropped records
-        self._write_indexes()
-
-    @property
-    def committed_inputs(self) -> dict[str, dict[str, str]]:
-        """Returns ``{input path: inputs.csv row as a dict}`` for inputs whose records are all in finished shards."""
-        return {path: dict(zip(INPUTS_COLUMNS, row)) for path, (row, _) in self._inputs.items()}
-
-    def forget_input(self, input_path: str) -> None:
-        """Drops an input (and its records) from the indexes, e.g. because the file changed since."""
-        if self._inputs.pop(input_path, None) is not None:
-            self._index = [entry for entry in self._index if entry[0][4] != input_path]
-            self._write_indexes()
-
     # -- writing ---------------------------------------------------------------------------------
-    def add(self, msa: Msa, *, input_path: str = "", input_sha256: str = "") -> None:
-        """Adds one alignment (compressing it here); closes the current shard when it is full."""
-        self.add_encoded(encode_record(msa, self.compression), input_path=input_path, input_sha256=input_sha256)
-
-    def add_encoded(self, record: EncodedRecord, *, input_path: str = "", input_sha256: str = "") -> None:
-        """Adds one alignment compressed by :func:`encode_record`; closes the current shard when it is full."""
+    def add(self, record: EncodedRecord, *, input_key: str, input_sha256: str) -> None:
+        """Adds one alignment encoded by :func:`msaformer.data.chunks.encode_record`."""
         if record.compression != self.compression:
             raise ValueError(f"record encoded with {record.compression!r}, writer uses {self.compression!r}")
         if self._file is None:
             self._open_shard()
-        cells = record.n_seq * record.n_res
         self._offsets.append(self._tokens.append(record.tokens))
         self._deletions.append(record.deletions)  # same sizes, so the same offset as the tokens
         self._names_offset.append(self._names.append(record.names))
         self._names_length.append(record.names.n_bytes)
-        self._records.append((record, input_path, input_sha256))
-        self._cells += cells
+        self._records.append((record, input_key, input_sha256))
+        self._cells += record.n_seq * record.n_res
         if len(self._records) >= self.shard_size_records or self._cells >= self.shard_size_bytes:
-            self.flush()
-
-    def commit_input(
-        self, input_path: str, sha256: str, n_bytes: int, n_records: int, status: str = "ok", reason: str = ""
-    ) -> None:
-        """Marks an input as done; it is recorded in ``inputs.csv`` with the next finished shard (or at close)."""
-        self._pending_inputs.append((input_path, sha256, str(n_bytes), str(n_records), status, reason))
+            self._close_shard()
 
     def _open_shard(self) -> None:
         import h5py
 
-        number = self._next_number
-        self._tmp_path = self.out_dir / f".{shard_name(number)}.tmp"
-        self._final_path = self.out_dir / shard_name(number)
+        final = self.out_dir / shard_name(self.task, len(self._done))
+        self._tmp_path = temporary_name(final)
         self._file = h5py.File(self._tmp_path, "w")
         self._tokens = _ChunkedArray(self._file, "tokens", CHUNK_BYTES, self.compression)
         self._deletions = _ChunkedArray(self._file, "deletions", CHUNK_BYTES, self.compression)
         self._names = _ChunkedArray(self._file, "row_names", NAMES_CHUNK_BYTES, self.compression)
         self._offsets, self._names_offset, self._names_length = [], [], []
 
-    def flush(self) -> None:
-        """Finishes the current shard (if it has records): writes it, renames it, rewrites the indexes."""
-        if self._file is None:
-            self._commit_pending()
-            return
+    def _close_shard(self) -> None:
         import h5py
 
         f, records = self._file, [r for r, _, _ in self._records]
@@ -501,7 +203,7 @@ class ShardWriter:
             "name": [r.name for r in records],
             "source": [r.source for r in records],
             "metadata": [r.metadata for r in records],
-            "input": [path for _, path, _ in self._records],
+            "input": [key for _, key, _ in self._records],
             "input_sha256": [sha for _, _, sha in self._records],
         }
         for column, values in columns.items():
@@ -521,60 +223,46 @@ class ShardWriter:
         f.attrs["n_records"] = len(records)
         f.attrs["complete"] = True  # last: a reader refuses files without it
         f.close()
-        os.replace(self._tmp_path, self._final_path)
         self._file = None
-        self.bytes_written += self._final_path.stat().st_size
-        for i, (r, path, sha) in enumerate(self._records):
-            row = (self._final_path.name, str(i), r.name, r.source, path, sha, str(r.n_seq), str(r.n_res), r.hash)
-            self._index.append((row, _csv_line(row)))
-        self.shards_written += 1
-        self.records_written += len(records)
-        self._next_number += 1
+        k = len(self._done)
+        for i, (r, key, sha) in enumerate(self._records):
+            self._rows.append((k, i, r.name, r.source, key, sha, r.n_seq, r.n_res, r.hash))
+        self._done.append(self._tmp_path)
         self._records, self._cells = [], 0
-        self._commit_pending(write=False)
-        self._write_indexes()
 
-    def _commit_pending(self, write: bool = True) -> None:
-        pending, self._pending_inputs = self._pending_inputs, []
-        for row in pending:
-            self._inputs[row[0]] = (row, _csv_line(row))
-        if write and pending:
-            self._write_indexes()
-
-    def _write_indexes(self) -> None:
-        # index first: an input listed as done always has its records indexed
-        _write_csv_atomic(self.out_dir / INDEX_FILE, INDEX_COLUMNS, (line for _, line in self._index))
-        _write_csv_atomic(self.out_dir / INPUTS_FILE, INPUTS_COLUMNS, (line for _, line in self._inputs.values()))
-
-    def close(self) -> None:
-        """Writes the buffered records as a last shard and the final indexes."""
-        self.flush()
-        if not (self.out_dir / INDEX_FILE).exists():
-            self._write_indexes()
+    # -- committing ------------------------------------------------------------------------------
+    def commit(self, inputs: list[InputRow]) -> list[str]:
+        """Puts the task's shards, index part and inputs part in place; returns the shard names."""
+        if self._file is not None:
+            self._close_shard()
+        # An earlier commit of this task is withdrawn first: a crash below leaves the task uncommitted (so the
+        # next run redoes it), never committed with shards of two runs.
+        (self.out_dir / INPUTS_DIR / f"{self.task}.parquet").unlink(missing_ok=True)
+        names = []
+        for k, tmp in enumerate(self._done):
+            final = self.out_dir / shard_name(self.task, k)
+            os.replace(tmp, final)
+            self.bytes_written += final.stat().st_size
+            names.append(final.name)
+        rows = [(names[k], *rest) for k, *rest in self._rows]
+        index = {c: [row[i] for row in rows] for i, c in enumerate(INDEX_COLUMNS)}
+        write_parquet(self.out_dir / INDEX_DIR / f"{self.task}.parquet", index, index_schema())
+        for path in self.out_dir.glob(f"msa-{self.task}-*.h5"):  # shards of an earlier, longer run of this task
+            if path.name not in names and task_of_shard(path.name) == self.task:
+                path.unlink()
+        table = {c: [getattr(row, c) for row in inputs] for c in INPUTS_COLUMNS}
+        write_parquet(self.out_dir / INPUTS_DIR / f"{self.task}.parquet", table, inputs_schema())
+        self._done = []
+        return names
 
     def abort(self) -> None:
-        """Discards the shard being written; finished shards and their indexes stay."""
+        """Removes everything this writer wrote; committed files of earlier runs stay."""
         if self._file is not None:
             try:
                 self._file.close()
             finally:
                 self._file = None
                 self._tmp_path.unlink(missing_ok=True)
-        self._records, self._cells, self._pending_inputs = [], 0, []
-
-    def __enter__(self) -> "ShardWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        from msaformer.errors import MsaformerError
-
-        if exc_type is None or issubclass(exc_type, MsaformerError):
-            self.close()
-        else:
-            self.abort()
-
-
-def _shard_number(name: str) -> int:
-    match = _SHARD_RE.match(name)
-    return int(match.group(1)) if match else -1
-
+        for tmp in self._done:
+            tmp.unlink(missing_ok=True)
+        self._done, self._records, self._rows = [], [], []

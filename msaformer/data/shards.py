@@ -1,9 +1,6 @@
-"""HDF5 shards of alignments: the layout, and a lazy, fork-safe random-access reader.
+"""Reading shard directories: a lazy, fork-safe random-access reader, summaries, export back to A3M.
 
-The writer (:class:`ShardWriter`, the chunk encoding) lives in :mod:`msaformer.data.shard_writer` and is
-re-exported here, so ``from msaformer.data.shards import ShardWriter`` keeps working.
-
-Layout of one shard ``msa-{i:05d}.h5`` (``FORMAT_VERSION`` 1), anndata-style flat arrays plus offsets, so
+Layout of one shard ``msa-<task>-<k>.h5`` (``FORMAT_VERSION`` 1), anndata-style flat arrays plus offsets, so
 that everything compresses and a plain ``h5py`` user can read it:
 
 * root attributes: ``format="msaformer-msa"``, ``format_version``, ``alphabet="ascii"``, ``n_records``,
@@ -12,21 +9,21 @@ that everything compresses and a plain ``h5py`` user can read it:
 * ``tokens`` / ``deletions``: uint8, flat; record ``i`` is ``[offset[i] : offset[i] + n_seq[i] * n_res[i]]``,
   row-major ``[n_seq, n_res]`` with the query row first (so query + first K-1 rows is one contiguous
   slice). Records are packed back to back, except that with ``gzip`` a record of at least one chunk starts
-  on a chunk boundary (less than a chunk of zero padding before it), so that parser workers compress its
-  chunks in parallel; see :mod:`msaformer.data.shard_writer`.
+  on a chunk boundary (less than a chunk of zero padding before it); see :mod:`msaformer.data.chunks`.
 * ``row_names``: uint8, flat; record ``i``'s UTF-8 row headers, each followed by ``\\n``, are
   ``[names_offset[i] : names_offset[i] + names_length[i]]``.
 * ``records/``: ``name``, ``source``, ``metadata``, ``input``, ``input_sha256`` (strings), ``hash``
   (``S64``, :meth:`Msa.content_hash`), ``n_seq``, ``n_res`` (int32), ``offset`` and ``names_offset``
   (int64, ``n_records + 1``; the last entry is the end of the data), ``names_length`` (int64).
 
-A shard is written under ``.msa-{i:05d}.h5.tmp`` and renamed when complete; ``index.csv`` (one row per
-record over all shards) and ``inputs.csv`` (inputs fully written, for ``--resume``) are replaced atomically
-after every shard. The reader trusts ``index.csv`` only, so a killed run never exposes half a shard.
+The directory around the shards (manifest, Parquet index parts, one per task) is described in
+:mod:`msaformer.data.shard_format`. :class:`ShardReader` holds only a few numeric columns per record (shard,
+record, depth, length and a 64-bit key of the content hash: 24 bytes); names and sources are read on demand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -34,31 +31,27 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from msaformer.data.msa import Msa
-from msaformer.data.shard_writer import (  # noqa: F401  (re-exported: the public API of shards)
-    CHUNK_BYTES,
-    COMPRESSIONS,
+from msaformer.data.shard_format import (
     FORMAT,
     FORMAT_VERSION,
     INDEX_COLUMNS,
-    INDEX_FILE,
-    INPUTS_COLUMNS,
-    INPUTS_FILE,
-    NAMES_CHUNK_BYTES,
-    EncodedArray,
-    EncodedRecord,
-    ShardWriter,
-    compressor_threads,
-    content_hash,
-    deflate_codec,
-    encode_chunks,
-    encode_record,
-    record_name,
-    shard_name,
+    INDEX_DIR,
+    MANIFEST_FILE,
+    committed_tasks,
+    is_shard_name,
+    read_manifest,
 )
 from msaformer.errors import ShardError
 
 #: Shards a reader keeps open per process (least recently used closed first), well under ``ulimit -n``.
 MAX_OPEN_SHARDS = 64
+
+
+def is_shard_dir(path: str | os.PathLike) -> bool:
+    """Returns whether ``path`` is a directory written by ``msaformer preprocess`` (it has a manifest)."""
+    path = Path(path)
+    return path.is_dir() and (path / MANIFEST_FILE).is_file()
+
 
 def check_shard(path: str | os.PathLike) -> int:
     """Returns the record count of a finished shard; raises ShardError for anything a reader must refuse."""
@@ -69,9 +62,9 @@ def check_shard(path: str | os.PathLike) -> int:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
     except FileNotFoundError:
-        raise ShardError(f"{path}: shard file is missing; re-run msaformer preprocess") from None
+        raise ShardError(f"{path}: shard file is missing; re-run msaformer preprocess --resume") from None
     except OSError as exc:
-        raise ShardError(f"{path}: not a readable HDF5 file ({exc}); re-run msaformer preprocess") from None
+        raise ShardError(f"{path}: not a readable HDF5 file ({exc}); re-run msaformer preprocess --resume") from None
     if attrs.get("format") != FORMAT:
         raise ShardError(f"{path}: not an msaformer shard (format attribute is {attrs.get('format')!r})")
     version = attrs.get("format_version")
@@ -81,8 +74,39 @@ def check_shard(path: str | os.PathLike) -> int:
             f"{FORMAT_VERSION}); re-run msaformer preprocess"
         )
     if not attrs.get("complete", False):
-        raise ShardError(f"{path}: shard is incomplete (its writer was interrupted); re-run msaformer preprocess")
+        raise ShardError(f"{path}: shard is incomplete (its writer was interrupted); re-run msaformer preprocess --resume")
     return int(attrs["n_records"])
+
+
+def index_parts(directory: str | os.PathLike) -> list[Path]:
+    """Returns the index parts of the committed tasks of a shard directory, in task order."""
+    directory = Path(directory)
+    return [directory / INDEX_DIR / f"{task}.parquet" for task in committed_tasks(directory)]
+
+
+def read_index(directory: str | os.PathLike, columns: list[str] | None = None):
+    """Returns the index of a shard directory (its committed tasks) as a pyarrow Table of ``columns`` (default:
+    all of :data:`~msaformer.data.shard_format.INDEX_COLUMNS`). A damaged part is a ShardError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from msaformer.data.shard_format import index_schema
+
+    schema = index_schema()
+    columns = list(columns or INDEX_COLUMNS)
+    tables = []
+    for part in index_parts(directory):
+        try:
+            table = pq.read_table(part, columns=columns)
+        except FileNotFoundError:
+            raise ShardError(f"{part}: index part is missing; re-run msaformer preprocess --resume") from None
+        except (OSError, pa.ArrowException) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ShardError(f"{part}: damaged index part ({detail}); re-run msaformer preprocess --resume") from None
+        tables.append(table)
+    if not tables:
+        return pa.table({c: pa.array([], type=schema.field(c).type) for c in columns})
+    return pa.concat_tables(tables)
 
 
 class _OpenShard(NamedTuple):
@@ -104,44 +128,58 @@ class _OpenShard(NamedTuple):
 class ShardReader:
     """Random access to the records of a shard directory, as :class:`Msa` objects.
 
-    Holds only the directory and its index (``reader.index``, a pandas DataFrame with one row per record:
-    ``shard``, ``record``, ``name``, ``source``, ``input``, ``input_sha256``, ``n_seq``, ``n_res``, ``hash``).
-    HDF5 files are opened lazily and re-opened in a new process, so a reader can be pickled into
-    DataLoader workers.
+    Holds only the directory and a few numeric columns per record: ``n_seq``, ``n_res`` and ``hash_key`` (the
+    first 64 bits of the content hash, for splitting) as numpy arrays. ``reader.index`` loads the whole index
+    (a pandas DataFrame: ``shard``, ``record``, ``name``, ``source``, ``input``, ``input_sha256``, ``n_seq``,
+    ``n_res``, ``hash``) when asked. HDF5 files are opened lazily and re-opened in a new process, so a reader
+    can be pickled into DataLoader workers.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, validate: bool = True) -> None:
-        import pandas as pd
+    def __init__(self, directory: str | os.PathLike) -> None:
+        import pyarrow.compute as pc
 
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise ShardError(f"{self.directory}: not a directory; run msaformer preprocess INPUTS --out DIR first")
-        index_path = self.directory / INDEX_FILE
-        if not index_path.is_file():
-            raise ShardError(f"{self.directory}: no {INDEX_FILE}; not a shard directory written by msaformer preprocess")
-        text_columns = {c: str for c in INDEX_COLUMNS if c not in ("record", "n_seq", "n_res")}
+        if read_manifest(self.directory) is None:
+            raise ShardError(f"{self.directory}: not a shard directory written by msaformer preprocess (no {MANIFEST_FILE})")
+        table = read_index(self.directory, ["shard", "record", "n_seq", "n_res", "hash"])
+        shard = table.column("shard").combine_chunks().dictionary_encode()
+        self._shards = [str(s) for s in shard.dictionary.to_pylist()]
+        for name in self._shards:
+            if not is_shard_name(name):  # never a path: nothing outside the directory is opened
+                raise ShardError(f"{self.directory}: the index names {name!r}, not a shard of this directory")
+        self._shard_ids = shard.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        self._records = table.column("record").to_numpy().astype(np.int32)
+        self.n_seq = table.column("n_seq").to_numpy().astype(np.int32)
+        self.n_res = table.column("n_res").to_numpy().astype(np.int32)
+        prefix = pc.utf8_slice_codeunits(table.column("hash"), 0, 16).to_pylist()
         try:
-            index = pd.read_csv(index_path, dtype=text_columns, keep_default_na=False)
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise ShardError(f"{index_path}: unreadable index ({exc}); re-run msaformer preprocess") from None
-        if tuple(index.columns) != INDEX_COLUMNS:
-            raise ShardError(f"{index_path}: unexpected columns {list(index.columns)}; re-run msaformer preprocess")
-        for column in ("record", "n_seq", "n_res"):
-            index[column] = index[column].astype(np.int64)
-        self.index = index
-        self._shards = sorted(set(index["shard"]))
-        if validate:
-            last = index.groupby("shard")["record"].max()
-            for name in self._shards:
-                if last[name] >= check_shard(self.directory / name):
-                    raise ShardError(f"{self.directory / name}: index.csv lists records the shard does not hold")
-        self._shard_ids = index["shard"].map({s: i for i, s in enumerate(self._shards)}).to_numpy(np.int64)
-        self._records = index["record"].to_numpy(np.int64)
+            self.hash_key = np.array([int(h, 16) for h in prefix], dtype=np.uint64)
+        except (TypeError, ValueError):
+            raise ShardError(f"{self.directory}: the index holds a malformed content hash; re-run msaformer preprocess") from None
+        self._index = None
+        self._checked: set[int] = set()
         self._pid = None
         self._open: dict[int, _OpenShard] = {}
 
+    @property
+    def shards(self) -> list[str]:
+        """The shard file names the index refers to."""
+        return list(self._shards)
+
+    @property
+    def index(self):
+        """The whole index as a pandas DataFrame (loaded on first use; holds every name and source)."""
+        if self._index is None:
+            frame = read_index(self.directory).to_pandas()
+            for column in ("record", "n_seq", "n_res"):
+                frame[column] = frame[column].astype(np.int64)
+            self._index = frame
+        return self._index
+
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self._records)
 
     def __getitem__(self, i: int) -> Msa:
         return self.read(i)
@@ -152,10 +190,10 @@ class ShardReader:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_pid"], state["_open"] = None, {}
+        state["_pid"], state["_open"], state["_index"] = None, {}, None
         return state
 
-    def _shard(self, sid: int) -> "_OpenShard":
+    def _shard(self, sid: int) -> _OpenShard:
         if self._pid != os.getpid():
             # a forked child must not use (or close) its parent's handles
             self._open, self._pid = {}, os.getpid()
@@ -163,9 +201,16 @@ class ShardReader:
         if entry is None:
             import h5py
 
+            path = self.directory / self._shards[sid]
+            if sid not in self._checked:
+                n_records = check_shard(path)
+                largest = int(self._records[self._shard_ids == sid].max(initial=-1))
+                if largest >= n_records:
+                    raise ShardError(f"{path}: the index lists record {largest}, the shard holds {n_records}")
+                self._checked.add(sid)
             if len(self._open) >= MAX_OPEN_SHARDS:  # bound open files: close the least recently used
                 self._open.pop(next(iter(self._open))).file.close()
-            f = h5py.File(self.directory / self._shards[sid], "r")
+            f = h5py.File(path, "r")
             g = f["records"]
             entry = _OpenShard(
                 file=f,
@@ -208,6 +253,15 @@ class ShardReader:
         meta = tuple(shard.metadata[r].split("\n")) if shard.metadata[r] else ()
         return Msa(names=row_names, tokens=tokens, deletions=deletions, source=str(shard.source[r]), metadata=meta)
 
+    def name(self, i: int) -> str:
+        """Returns the name of record ``i`` (read from its shard)."""
+        shard = self._shard(int(self._shard_ids[i]))
+        return str(shard.file["records/name"].asstr()[int(self._records[i])])
+
+    def location(self, i: int) -> tuple[str, int]:
+        """Returns ``(shard file name, record number in it)`` of record ``i``."""
+        return self._shards[int(self._shard_ids[i])], int(self._records[i])
+
     @staticmethod
     def _read_names(dataset, start: int, stop: int, depth: int) -> list[str]:
         # names are newline-terminated: read a guess, grow until `depth` names are in, never past `stop`
@@ -240,8 +294,8 @@ class ShardReader:
 def summarize(directory: str | os.PathLike) -> dict:
     """Returns counts and distributions of a shard directory, from its index and file sizes only."""
     reader = ShardReader(directory)
-    index = reader.index
-    files = [reader.directory / name for name in reader._shards]
+    index = read_index(directory, ["n_seq", "n_res", "input"]).to_pandas()
+    files = [reader.directory / name for name in reader.shards]
     quantiles = (0.0, 0.05, 0.5, 0.95, 1.0)
 
     def spread(values) -> dict:
@@ -272,6 +326,8 @@ def export_a3m(directory: str | os.PathLike, out, record: str | None = None) -> 
     it. Several records are separated by a NUL byte, as MMseqs2 / ColabFold do, so that
     :func:`~msaformer.data.parsers.parse_alignment` reads them back as separate alignments.
     """
+    from msaformer.files import atomic_write
+
     reader = ShardReader(directory)
     if record is None:
         selected = list(range(len(reader)))
@@ -283,9 +339,7 @@ def export_a3m(directory: str | os.PathLike, out, record: str | None = None) -> 
                 f"no record named {record!r} in {reader.directory}; `msaformer inspect {reader.directory} --records` "
                 "lists names and sources"
             )
-    own = not hasattr(out, "write")
-    fh = open(out, "wb") if own else out
-    try:
+    with (atomic_write(out, "wb") if not hasattr(out, "write") else contextlib.nullcontext(out)) as fh:
         for k, i in enumerate(selected):
             msa = reader.read(i)
             if k:
@@ -298,8 +352,5 @@ def export_a3m(directory: str | os.PathLike, out, record: str | None = None) -> 
                     for j, name in enumerate(msa.names)
                 )
             )
-    finally:
-        if own:
-            fh.close()
-        reader.close()
+    reader.close()
     return len(selected)

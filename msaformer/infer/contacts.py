@@ -43,43 +43,39 @@ def rank_contacts(contacts: np.ndarray, top: int | None = None) -> list[tuple[in
 
 def write_ranked_contacts(path: str | Path, contacts: np.ndarray, top: int | None = None) -> int:
     """Writes the ranked contact CSV (:data:`CONTACT_COLUMNS`) of one map; returns the number of rows."""
+    from msaformer.files import write_csv
+
     rows = rank_contacts(contacts, top)
-    with open(path, "w") as fh:
-        fh.write(",".join(CONTACT_COLUMNS) + "\n")
-        for i, j, p, s, r in rows:
-            fh.write(f"{i},{j},{p:.6g},{s},{r}\n")
+    write_csv(path, CONTACT_COLUMNS, ((i, j, f"{p:.6g}", s, r) for i, j, p, s, r in rows))
     return len(rows)
 
 
 def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> None:
     """Saves a PNG of a contact map: probabilities below the diagonal (colour range = the map's 1st-99th
-    percentile), the top-L medium/long-range pairs above it."""
-    import matplotlib
+    percentile), the top-L medium/long-range pairs above it. Axes are 1-based query columns, as in the CSVs."""
+    from msaformer.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     length = contacts.shape[0]
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    try:
-        lower = np.where(np.tril(np.ones_like(contacts, dtype=bool)), contacts, np.nan)
-        # colour range from the map itself (1st-99th percentile of pairs >= 6 apart), so an untrained or
-        # low-confidence contact head still shows its structure; the colour bar gives the real values
-        ii, jj = np.triu_indices(length, k=MIN_SEPARATION)
-        vmin, vmax = (np.percentile(contacts[ii, jj], [1, 99]) if ii.size else (0.0, 1.0))
-        if not vmax - vmin > 1e-6:
-            vmin, vmax = 0.0, 1.0
-        image = ax.imshow(lower, cmap="Blues", vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest")
-        top = [r for r in rank_contacts(contacts) if r[4] != "short"][:length]
-        if top:
-            ax.scatter([r[1] - 1 for r in top], [r[0] - 1 for r in top], s=4, c="tab:red", marker="s", linewidths=0)
-        ax.set_xlim(-0.5, length - 0.5)
-        ax.set_ylim(length - 0.5, -0.5)
-        ax.set_xlabel("residue j (query column)")
-        ax.set_ylabel("residue i (query column)")
-        ax.set_title(f"{title or 'predicted contacts'}\nred: top-{len(top)} pairs with separation >= 12", fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)")
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    lower = np.where(np.tril(np.ones_like(contacts, dtype=bool)), contacts, np.nan)
+    # colour range from the map itself (1st-99th percentile of pairs >= 6 apart), so an untrained or
+    # low-confidence contact head still shows its structure; the colour bar gives the real values
+    ii, jj = np.triu_indices(length, k=MIN_SEPARATION)
+    vmin, vmax = (np.percentile(contacts[ii, jj], [1, 99]) if ii.size else (0.0, 1.0))
+    if not vmax - vmin > 1e-6:
+        vmin, vmax = 0.0, 1.0
+    # pixel k is centred on column k + 1: the axes read 1..L like the ranked CSVs
+    extent = (0.5, length + 0.5, length + 0.5, 0.5)
+    image = ax.imshow(lower, cmap="Blues", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
+    top = [r for r in rank_contacts(contacts) if r[4] != "short"][:length]
+    if top:
+        ax.scatter([r[1] for r in top], [r[0] for r in top], s=4, c="tab:red", marker="s", linewidths=0)
+    ax.set_xlim(0.5, length + 0.5)
+    ax.set_ylim(length + 0.5, 0.5)
+    ax.set_xlabel("residue j (query column, 1-based)")
+    ax.set_ylabel("residue i (query column, 1-based)")
+    ax.set_title(f"{title or 'predicted contacts'}\nred: top-{len(top)} pairs with separation >= 12", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,10 +1,12 @@
 """Batch inference of an MSA language model on new alignments: embeddings, contacts, logits.
 
 :func:`embed` is the whole ``msaformer embed`` / ``msaformer contacts`` pipeline: stream inputs
-(:mod:`~msaformer.infer.inputs`), subsample rows (:mod:`~msaformer.infer.subsample`), batch by token budget
-(:mod:`~msaformer.infer.batching`), run the model, and write one HDF5 group per MSA plus an index CSV
-(:mod:`~msaformer.infer.writer`). :class:`MsaInference` is the reusable part: a model on a device with its
-precision, able to validate, batch and run alignments; :mod:`~msaformer.infer.variants` builds on it too.
+(:mod:`msaformer.data.inputs`), subsample rows (:func:`msaformer.data.sampling.subsample`), batch by token budget
+(:mod:`~msaformer.infer.batching`), run the model (:mod:`~msaformer.infer.chunked` for MSAs larger than the
+budget), and write one HDF5 group per MSA plus an index CSV (:mod:`~msaformer.infer.writer`); MSAs that a
+previous output of the same run already holds are copied, not computed again. :class:`MsaInference` is the
+reusable part: a model on a device with its precision and token budget, able to validate, batch and run
+alignments; :mod:`~msaformer.infer.variants` builds on it too.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import numpy as np
 import torch
 
 from msaformer.data.alphabet import GAP_IDX, PAD_IDX, encode_msa
-from msaformer.data.msa import Msa
+from msaformer.data.collate import pad_stack
+from msaformer.data.inputs import InputItem, UniqueNames, iter_inputs
+from msaformer.data.msa import Msa, content_hash
+from msaformer.data.sampling import STRATEGIES, subsample
 from msaformer.errors import MsaformerError
 from msaformer.infer.batching import stream_batches
-from msaformer.infer.inputs import InputItem, UniqueNames, iter_inputs
-from msaformer.infer.subsample import SUBSAMPLE_MODES, subsample
+from msaformer.infer.chunked import ChunkOptions, run_chunked
+from msaformer.progress import Counter, ProgressCallback
 
 #: What ``--include`` may ask for. ``contacts_csv`` writes a ranked contact list per MSA (implies contacts).
 INCLUDE_CHOICES = ("per_tok", "mean", "contacts", "logits", "contacts_csv")
@@ -51,7 +56,6 @@ class EmbedOptions:
     on_error: str = "fail"
     plot: bool = False
     top_contacts: int | None = None  # per range class in the ranked CSV; None = all pairs with s >= 6
-    progress: bool = True
 
     def __post_init__(self) -> None:
         bad = [x for x in self.include if x not in INCLUDE_CHOICES]
@@ -60,7 +64,7 @@ class EmbedOptions:
                 f"--include {','.join(bad) or '(empty)'}: choose from {', '.join(INCLUDE_CHOICES)}"
             )
         for name, value, choices in (
-            ("--subsample", self.subsample, SUBSAMPLE_MODES),
+            ("--subsample", self.subsample, STRATEGIES),
             ("--device", self.device, DEVICES),
             ("--dtype", self.dtype, DTYPES),
             ("--on-error", self.on_error, ON_ERROR),
@@ -89,6 +93,7 @@ class EmbedSummary:
 
     ok: int = 0
     failed: int = 0
+    reused: int = 0  # of ok: copied from the previous output of the same run
     seconds: float = 0.0
     out: Path | None = None
     index: Path | None = None
@@ -144,7 +149,7 @@ class MsaInference:
         if dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda"):
             self.autocast_dtype = torch.bfloat16
         self.toks_per_batch = int(toks_per_batch)
-        model.config = model.config.replace(inference_chunk_tokens=self.toks_per_batch)
+        self.chunking = ChunkOptions(self.toks_per_batch)
         self.model = model.to(self.device).eval()
         self.config = model.config
 
@@ -194,18 +199,15 @@ class MsaInference:
 
     def encode(self, msas: Sequence[Msa]) -> torch.Tensor:
         """Returns padded token ids ``[B, max N, max L + 1]`` of alignments (``<cls>`` column first)."""
-        depth = max(m.depth for m in msas)
-        width = max(m.length for m in msas) + 1
-        tokens = np.full((len(msas), depth, width), PAD_IDX, dtype=np.int64)
-        for b, msa in enumerate(msas):
-            tokens[b, : msa.depth, : msa.length + 1] = encode_msa(msa.tokens)
-        return torch.from_numpy(tokens)
+        return torch.from_numpy(pad_stack([encode_msa(m.tokens) for m in msas], PAD_IDX))
 
     @torch.no_grad()
     def forward(self, tokens: torch.Tensor, repr_layers: Sequence[int] = (), contacts: bool = False) -> dict:
-        """Returns the model's output dict for ``tokens`` (moved to the device), under the chosen precision."""
+        """Returns the model's output dict for ``tokens`` (moved to the device), under the chosen precision and
+        within the token budget (:func:`msaformer.infer.chunked.run_chunked`)."""
         with self.autocast():
-            return self.model(tokens.to(self.device), repr_layers=list(repr_layers), return_contacts=contacts)
+            return run_chunked(self.model, tokens.to(self.device), self.chunking, repr_layers,
+                               return_contacts=contacts)
 
 
 def _query_residue_mask(msa: Msa) -> np.ndarray:
@@ -246,28 +248,25 @@ class _Prepared:
     item: InputItem  # without its full alignment, which can be much deeper than the rows kept
     depth: int  # rows in the file
     msa: Msa  # after subsampling
+    group: str  # its group in the output (named in input order)
+    input_hash: str  # SHA-256 of the full alignment
 
 
-def _progress(enabled: bool):
-    """Returns a rich progress display on stderr counting MSAs and their rate (or a no-op)."""
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.text import Text
+def run_key(checkpoint: str | Path, model_config: dict, options: dict) -> str:
+    """Returns the SHA-256 that says whether a previous output's results can be reused: of the model file's
+    bytes (or its config when there is no file) and of the options that change results."""
+    import hashlib
 
-    class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            elapsed = task.elapsed or 0.0
-            rate = task.completed / elapsed if elapsed > 0 else 0.0
-            return Text(f"{rate:.2f} MSAs/s")
-
-    from msaformer.cli._common import console
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} MSAs"),
-        RateColumn(), TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-        console=console, transient=False,
-    )  # fmt: skip
+    digest = hashlib.sha256()
+    path = Path(checkpoint)
+    if path.is_file():
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+    else:
+        digest.update(json.dumps(model_config, sort_keys=True).encode())
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def embed(
@@ -278,6 +277,7 @@ def embed(
     *,
     index: str | Path | None = None,
     model=None,
+    progress: ProgressCallback | None = None,
 ) -> EmbedSummary:
     """Runs the model on every alignment of ``inputs`` and writes ``out`` (HDF5) and its index CSV.
 
@@ -287,6 +287,7 @@ def embed(
         out: the HDF5 file to write (atomically).
         options: see :class:`EmbedOptions`.
         index: the index CSV (default ``out`` with suffix ``.csv``).
+        progress: called as MSAs are done (see :mod:`msaformer.progress`).
 
     Returns:
         What was written, with per-MSA failures (only under ``on_error="skip"``).
@@ -319,28 +320,29 @@ def embed(
     if "contacts_csv" in opts.include:
         side["contacts"] = stem.with_name(stem.name + "_contacts")
 
+    result_options = {**asdict(opts), "max_seqs": max_rows or 0}
+    for key in ("toks_per_batch", "on_error", "device"):  # they do not change the stored results
+        result_options.pop(key)
+    result_options["device_type"] = runner.device.type
     root_attrs = {
         "checkpoint": str(checkpoint),
         "model_config": asdict(runner.config),
         "msaformer_version": __version__,
-        "options": {**{k: v for k, v in asdict(opts).items() if k != "progress"}, "max_seqs": max_rows or 0},
+        "options": {**asdict(opts), "max_seqs": max_rows or 0},
         "repr_layers": layers,
         "device": str(runner.device),
         "precision": "bf16" if runner.autocast_dtype is not None else "fp32",
     }
+    key = run_key(checkpoint, asdict(runner.config), result_options)
     summary = EmbedSummary()
     names = UniqueNames()
-    progress = _progress(opts.progress)
-    task = None
+    counter = Counter("embed", "MSAs", progress)
     start = time.perf_counter()
 
-    with ResultWriter(out, index, root_attrs, side) as writer, (progress or contextlib.nullcontext()):
-        if progress is not None:
-            task = progress.add_task("embed", total=None, failed=0)
+    def advance() -> None:
+        counter.advance(detail=f"{summary.failed} failed" + (f", {summary.reused} reused" if summary.reused else ""))
 
-        def advance() -> None:
-            if progress is not None:
-                progress.update(task, advance=1, failed=summary.failed)
+    with ResultWriter(out, index, root_attrs, side, run_key=key) as writer:
 
         def fail(item: InputItem, reason: str, depth: int = 0, rows: int = 0, length: int = 0) -> None:
             if opts.on_error == "fail":
@@ -351,44 +353,48 @@ def embed(
                                              rows_used=rows, length=length, status=reason))  # fmt: skip
             advance()
 
+        def ok(item: InputItem, group: str, depth: int, rows: int, length: int) -> None:
+            writer.record(item.ordinal, dict(name=item.name, group=group, source=item.source, depth=depth,
+                                             rows_used=rows, length=length, status="ok"))  # fmt: skip
+            summary.ok += 1
+            advance()
+
         def prepared() -> Iterator[_Prepared]:
             for item in iter_inputs(inputs):
                 if item.error is not None:
                     fail(item, item.error)
+                    continue
+                input_hash = content_hash(item.msa.tokens)
+                if writer.can_reuse(item.source, input_hash):
+                    group = names(item.name)
+                    attrs = writer.reuse(item.source, input_hash, group)
+                    summary.reused += 1
+                    ok(item, group, int(attrs["depth"]), int(attrs["rows_used"]), int(attrs["length"]))
                     continue
                 msa = subsample(item.msa, max_rows, opts.subsample, opts.seed)
                 reason = runner.check(msa)
                 if reason is not None:
                     fail(item, reason, item.msa.depth, msa.depth, msa.length)
                     continue
-                yield _Prepared(replace(item, msa=None), item.msa.depth, msa)
+                yield _Prepared(replace(item, msa=None), item.msa.depth, msa, names(item.name), input_hash)
 
         for batch in stream_batches(prepared(), lambda p: (p.msa.depth, p.msa.length), opts.toks_per_batch,
                                     same_depth=runner.same_depth_batches):  # fmt: skip
-            msas = [p.msa for p in batch]
-            result = runner.forward(runner.encode(msas), layers, contacts=opts.wants_contacts)
+            result = runner.forward(runner.encode([p.msa for p in batch]), layers, contacts=opts.wants_contacts)
             for b, p in enumerate(batch):
                 arrays = extract_results(result, b, p.msa, computed, layers)
                 contacts = arrays.get("contacts")
                 if "contacts" not in stored:
                     arrays.pop("contacts", None)
-                group = names(p.item.name)
-                writer.write(
-                    group,
-                    dict(name=p.item.name, source=p.item.source, depth=p.depth, rows_used=p.msa.depth,
-                         length=p.msa.length, query=p.msa.query),
-                    arrays,
-                )  # fmt: skip
+                attrs = dict(name=p.item.name, source=p.item.source, input_hash=p.input_hash, depth=p.depth,
+                             rows_used=p.msa.depth, length=p.msa.length, query=p.msa.query)
+                writer.write(p.group, attrs, arrays)
                 if "contacts" in writer.side:
-                    write_ranked_contacts(writer.side["contacts"].path(group + ".csv"), contacts, opts.top_contacts)
+                    write_ranked_contacts(writer.side["contacts"].path(p.group + ".csv"), contacts, opts.top_contacts)
                 if "plots" in writer.side:
-                    plot_contacts(writer.side["plots"].path(group + ".png"), contacts,
+                    plot_contacts(writer.side["plots"].path(p.group + ".png"), contacts,
                                   title=f"{p.item.name}  (L={p.msa.length}, rows={p.msa.depth})")  # fmt: skip
-                writer.record(p.item.ordinal, dict(name=p.item.name, group=group, source=p.item.source,
-                                                   depth=p.depth, rows_used=p.msa.depth,
-                                                   length=p.msa.length, status="ok"))  # fmt: skip
-                summary.ok += 1
-                advance()
+                ok(p.item, p.group, p.depth, p.msa.depth, p.msa.length)
             del result
 
     summary.seconds = time.perf_counter() - start

@@ -1,13 +1,17 @@
-"""Promoter inference: batched scoring with sliding windows, and attention-rollout explanations.
+"""Promoter inference: batched scoring with sliding windows, evaluation, and attention-rollout explanations.
 
 Sequences longer than the model window (``config.max_length`` nucleotides) are cut into windows starting
 every ``stride`` nucleotides, the last one aligned to the sequence end so every nucleotide is covered; the
 sequence's probability is the max (default: "is there a promoter anywhere?") or the mean of its windows.
+
+Every output (prediction CSVs, the explanation folder, the evaluation folder) is written under a temporary
+name and put in place only when the command succeeded: a failed or interrupted run leaves a previous output of
+the same name as it was.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -17,26 +21,12 @@ import numpy as np
 
 from msaformer.data.promoter import collate, encode, length_bucketed_batches
 from msaformer.errors import MsaformerError
+from msaformer.files import OutputSet, atomic_dir, csv_writer, write_csv
+from msaformer.model.promoter import promoter_probabilities
+from msaformer.plotting import pyplot, save_figure
+from msaformer.progress import Counter, ProgressCallback
 
 AGGREGATES = ("max", "mean")
-
-
-def score_tokens(model, tokens: list[np.ndarray], *, batch_size: int = 256, device="cpu") -> np.ndarray:
-    """Returns P(promoter) [n] for token arrays (no ``<cls>``), batched by length, in input order."""
-    import torch
-
-    probs = np.empty(len(tokens), dtype=np.float64)
-    if not tokens:
-        return probs
-    was_training = model.training
-    model.eval()
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    with torch.inference_mode():
-        for index in length_bucketed_batches(lengths, batch_size):
-            batch = torch.from_numpy(collate([tokens[i] for i in index])).to(device)
-            probs[index] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy()
-    model.train(was_training)
-    return probs
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -82,7 +72,7 @@ def predict_records(
                 tokens.append(ids[s : s + window])
                 owners.append(k)
                 starts.append(s)
-        probs = score_tokens(model, tokens, batch_size=batch_size)
+        probs = promoter_probabilities(model, tokens, batch_size=batch_size)
         bounds = np.searchsorted(np.asarray(owners), np.arange(len(chunk) + 1))
         for k, (name, _) in enumerate(chunk):
             p = probs[bounds[k] : bounds[k + 1]]
@@ -112,7 +102,7 @@ def predict_file(
     threshold: float | None = None,
     batch_size: int = 256,
     windows_out: str | Path | None = None,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> int:
     """Writes ``id,length,n_windows,probability,label`` per input record to ``out``; returns the count.
 
@@ -125,27 +115,57 @@ def predict_file(
     model, meta = load_promoter_model(checkpoint)
     threshold = float(meta.get("threshold", 0.5)) if threshold is None else threshold
     window = model.config.max_length
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    records = iter_promoter_records(input_path)
+    counter = Counter("predict", "sequences", progress)
     count = 0
-    with _progress(progress, "predicting") as advance, open(out, "w", newline="") as fh, \
-            (open(windows_out, "w", newline="") if windows_out else _null()) as wfh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "length", "n_windows", "probability", "label"])
-        wwriter = csv.writer(wfh) if windows_out else None
-        if wwriter:
-            wwriter.writerow(["id", "window", "start", "end", "probability"])
-        for row, wins in predict_records(model, records, stride=stride, aggregate=aggregate, threshold=threshold,
-                                         batch_size=batch_size, source=str(input_path), on_progress=advance):
-            writer.writerow([row["id"], row["length"], row["n_windows"], f"{row['probability']:.6f}", row["label"]])
+    with OutputSet() as outputs:
+        out_tmp = outputs.file(out, make_parents=True)
+        windows_tmp = outputs.file(windows_out, make_parents=True) if windows_out else None
+        with open(out_tmp, "w", newline="", encoding="utf-8") as fh, \
+                (open(windows_tmp, "w", newline="", encoding="utf-8") if windows_tmp else contextlib.nullcontext()) as wfh:
+            writer = csv_writer(fh)
+            writer.writerow(["id", "length", "n_windows", "probability", "label"])
+            wwriter = csv_writer(wfh) if windows_tmp else None
             if wwriter:
-                for w, (s, p) in enumerate(wins):
-                    wwriter.writerow([row["id"], w + 1, s + 1, min(s + window, row["length"]), f"{p:.6f}"])
-            count += 1
-    if count == 0:
-        raise MsaformerError(f"{input_path}: no sequences found")
+                wwriter.writerow(["id", "window", "start", "end", "probability"])
+            records = iter_promoter_records(input_path)
+            for row, wins in predict_records(model, records, stride=stride, aggregate=aggregate, threshold=threshold,
+                                             batch_size=batch_size, source=str(input_path), on_progress=counter.advance):
+                writer.writerow([row["id"], row["length"], row["n_windows"], f"{row['probability']:.6f}", row["label"]])
+                if wwriter:
+                    for w, (s, p) in enumerate(wins):
+                        wwriter.writerow([row["id"], w + 1, s + 1, min(s + window, row["length"]), f"{p:.6f}"])
+                count += 1
+        if count == 0:
+            raise MsaformerError(f"{input_path}: no sequences found")
     return count
+
+
+def evaluate_file(
+    input_path: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    labels: str | Path | None = None,
+    threshold: float | None = None,
+) -> dict[str, float]:
+    """Scores a labelled file; writes ``metrics.csv``, ``confusion_matrix.png`` and ``roc.png`` into ``out_dir``
+    (replaced as a whole); returns the metrics (MCC, F1, accuracy, AUROC, n)."""
+    from msaformer.data.promoter import read_promoters
+    from msaformer.evaluation import write_evaluation
+    from msaformer.model.promoter import load_promoter_model
+
+    data = read_promoters(input_path, labels=labels, require_labels=True)
+    model, meta = load_promoter_model(checkpoint)
+    thr = float(meta.get("threshold", 0.5)) if threshold is None else threshold
+    rows = [row for row, _ in predict_records(model, zip(data.ids, data.sequences), threshold=thr,
+                                              source=str(input_path))]
+    probs = [r["probability"] for r in rows]
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir) as folder:
+        metrics = write_evaluation(data.labels, probs, folder.tmp, threshold=thr, title=Path(input_path).name)
+        header = ["input", "threshold", *metrics]
+        write_csv(folder.path("metrics.csv"), header, [[str(input_path), thr, *metrics.values()]])
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------- rollout
@@ -225,10 +245,7 @@ def plot_sequence_heatmap(sequence: str, relevance: np.ndarray, path: str | Path
 
     Long sequences wrap onto several strips of ``wrap`` nucleotides; ``tss`` (1-based) marks a position.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(sequence)
     strips = max(1, math.ceil(n / wrap))
@@ -264,37 +281,46 @@ def plot_sequence_heatmap(sequence: str, relevance: np.ndarray, path: str | Path
     cbar = fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.025, pad=0.01)
     cbar.ax.tick_params(labelsize=6)
     cbar.set_label("rollout relevance", fontsize=7)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")
+
+
+def tss_coordinate(position: int, tss: int) -> int:
+    """Returns the promoter coordinate of 1-based ``position`` for a TSS at 1-based ``tss``: the TSS is +1, the
+    nucleotide before it -1, and there is no 0 (the convention of promoter biology)."""
+    offset = position - tss
+    return offset + 1 if offset >= 0 else offset
 
 
 def plot_positional_profile(profiles: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
                             tss: int | None = None, title: str = "") -> None:
-    """Writes a line plot of mean relevance by position (one line per group, +- 1 standard error)."""
-    import matplotlib
+    """Writes a line plot of mean relevance by position (one line per group, +- 1 standard error).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    With ``tss`` (1-based), the axis reads promoter coordinates: the TSS is +1, upstream nucleotides are
+    negative, and there is no position 0 (:func:`tss_coordinate`).
+    """
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8.0, 3.4), dpi=150)
     for name, (mean, sem) in profiles.items():
         x = np.arange(1, len(mean) + 1)
         if tss is not None:
-            x = x - tss
+            x = x - tss  # 0 at the TSS on the drawing axis; the tick labels say +1 there
         line, = ax.plot(x, mean, lw=1.6, label=name)
         ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2, lw=0)
     if tss is not None:
         ax.axvline(0, color="grey", ls="--", lw=1)
-        ax.set_xlabel("position relative to the TSS (nt)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(x) + 1:+d}" if x >= 0 else f"{int(x):d}"))
+        ax.set_xlabel("position relative to the TSS (nt; TSS = +1, no position 0)")
     else:
-        ax.set_xlabel("position (nt)")
+        ax.set_xlabel("position (nt, 1-based)")
     ax.set_ylabel("mean rollout relevance")
     ax.set_title(title or "mean relevance by position", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def explain_file(
@@ -306,14 +332,15 @@ def explain_file(
     max_records: int = 0,
     stride: int | None = None,
     tss: int | None = None,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> dict:
-    """Explains every record of ``input_path`` (first ``max_records`` if > 0) into ``out_dir``.
+    """Explains every record of ``input_path`` (first ``max_records`` if > 0) into the folder ``out_dir``.
 
     Writes ``scores.csv`` (``id,position,nucleotide,relevance``, 1-based positions), ``predictions.csv``,
     ``heatmaps/NNNN_<id>.png`` for the first ``max_plots`` records, and ``positional_relevance.{png,csv}``: the
-    mean relevance by position over all records, and over the records predicted promoter / non-promoter.
-    Returns a summary dict.
+    mean relevance by position over all records, and over the records predicted promoter / non-promoter (with
+    ``tss``, the CSV also gives each position's promoter coordinate, TSS = +1). The folder is built under a
+    temporary name and replaces ``out_dir`` as a whole at the end. Returns a summary dict.
     """
     from msaformer.data.promoter import iter_promoter_records
     from msaformer.model.promoter import load_promoter_model
@@ -323,7 +350,24 @@ def explain_file(
     window = model.config.max_length
     stride = stride or max(1, window // 2)
     out_dir = Path(out_dir)
-    (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    counter = Counter("explain", "sequences", progress)
+    with atomic_dir(out_dir) as folder:
+        n, n_plots, profiles = _explain_into(folder.tmp, model, iter_promoter_records(input_path), str(input_path),
+                                             threshold, window, stride, max_plots, max_records, tss, counter)
+        if n == 0:
+            raise MsaformerError(f"{input_path}: no sequences found")
+        source = "the nucleotides (mean pooling)" if model.config.pooling == "mean" else "<cls>"
+        plot_positional_profile(profiles, folder.path("positional_relevance.png"), tss=tss,
+                                title=f"attention rollout from {source}, {Path(input_path).name}")
+    return {"records": n, "heatmaps": n_plots, "out_dir": str(out_dir)}
+
+
+def _explain_into(work: Path, model, records, source: str, threshold: float, window: int, stride: int,
+                  max_plots: int, max_records: int, tss: int | None, counter: Counter):
+    """Writes the CSVs and heatmaps of :func:`explain_file` into ``work``; returns ``(records, heatmaps,
+    positional profiles)``."""
+    (work / "heatmaps").mkdir()
     sums: dict[str, list] = {}
     n_plots = n = 0
 
@@ -336,11 +380,11 @@ def explain_file(
         acc[1][: len(rel)] += rel**2
         acc[2][: len(rel)] += 1
 
-    with open(out_dir / "scores.csv", "w", newline="") as sfh, \
-            open(out_dir / "predictions.csv", "w", newline="") as pfh, _progress(progress, "explaining") as advance:
-        scores = csv.writer(sfh)
+    with open(work / "scores.csv", "w", newline="", encoding="utf-8") as sfh, \
+            open(work / "predictions.csv", "w", newline="", encoding="utf-8") as pfh:
+        scores = csv_writer(sfh)
         scores.writerow(["id", "position", "nucleotide", "relevance"])
-        preds = csv.writer(pfh)
+        preds = csv_writer(pfh)
         preds.writerow(["id", "length", "probability", "label"])
         batch: list[tuple[str, str, np.ndarray]] = []
 
@@ -359,75 +403,34 @@ def explain_file(
                 accumulate("predicted promoter" if label else "predicted non-promoter", rel)
                 if n_plots < max_plots:
                     n_plots += 1
-                    png = out_dir / "heatmaps" / f"{n_plots:04d}_{_SAFE.sub('_', name)[:60]}.png"
+                    png = work / "heatmaps" / f"{n_plots:04d}_{_SAFE.sub('_', name)[:60]}.png"
                     plot_sequence_heatmap(seq, rel, png, title=f"{name}  P(promoter) = {p:.3f}", tss=tss)
-            advance(len(batch))
+            counter.advance(len(batch))
 
-        for name, seq in iter_promoter_records(input_path):
+        for name, seq in records:
             if max_records and n >= max_records:
                 break
-            batch.append((name, seq, encode(seq, record=name, source=str(input_path))))
+            batch.append((name, seq, encode(seq, record=name, source=source)))
             n += 1
             if len(batch) >= 512:
                 flush()
                 batch = []
         if batch:
             flush()
-    if n == 0:
-        raise MsaformerError(f"{input_path}: no sequences found")
 
     profiles = {}
-    source = "the nucleotides (mean pooling)" if model.config.pooling == "mean" else "<cls>"
-    with open(out_dir / "positional_relevance.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["group", "position", "n", "mean", "sem"])
-        for group in ("all", "predicted promoter", "predicted non-promoter"):
-            if group not in sums:
-                continue
-            total, squares, count = sums[group]
-            mean = total / np.maximum(count, 1)
-            var = np.maximum(squares / np.maximum(count, 1) - mean**2, 0)
-            sem = np.sqrt(var / np.maximum(count, 1))
-            profiles[f"{group} (n={int(count.max())})"] = (mean, sem)
-            writer.writerows([group, i + 1, int(c), f"{m:.6g}", f"{s:.6g}"]
-                             for i, (c, m, s) in enumerate(zip(count, mean, sem)))
-    plot_positional_profile(profiles, out_dir / "positional_relevance.png", tss=tss,
-                            title=f"attention rollout from {source}, {Path(input_path).name}")
-    return {"records": n, "heatmaps": n_plots, "out_dir": str(out_dir)}
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _progress:
-    """Context manager yielding ``advance(n)``: a rich progress bar on stderr, or a no-op."""
-
-    def __init__(self, enabled: bool, label: str):
-        self.enabled, self.label, self.bar = enabled, label, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        from msaformer.cli._common import console
-
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                            TextColumn("{task.completed} sequences"), TimeElapsedColumn(), console=console,
-                            transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=None)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
+    header = ["group", "position", "n", "mean", "sem"] + (["tss_coordinate"] if tss is not None else [])
+    rows = []
+    for group in ("all", "predicted promoter", "predicted non-promoter"):
+        if group not in sums:
+            continue
+        total, squares, count = sums[group]
+        mean = total / np.maximum(count, 1)
+        var = np.maximum(squares / np.maximum(count, 1) - mean**2, 0)
+        sem = np.sqrt(var / np.maximum(count, 1))
+        profiles[f"{group} (n={int(count.max())})"] = (mean, sem)
+        for i, (c, m, e) in enumerate(zip(count, mean, sem)):
+            rows.append([group, i + 1, int(c), f"{m:.6g}", f"{e:.6g}"]
+                        + ([tss_coordinate(i + 1, tss)] if tss is not None else []))
+    write_csv(work / "positional_relevance.csv", header, rows)
+    return n, n_plots, profiles

@@ -10,7 +10,6 @@ scores the sum of its singles (the additive model). Positive = the model prefers
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +95,10 @@ def read_mutations(path: str | Path) -> tuple[list[str], list[dict[str, str]], s
 
 def _read_mutations_with_lines(path: str | Path) -> tuple[list[str], list[dict[str, str]], str, list[int]]:
     """:func:`read_mutations` plus the 1-based file line of each row (for error messages)."""
+    from msaformer.files import read_user_text
+
     path = Path(path)
-    if not path.is_file():
-        raise MsaformerError(f"mutations file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise MsaformerError(
-            f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a CSV with a 'mutation' column "
-            "or one mutation per line"
-        ) from None
+    text = read_user_text(path, "mutations file")
     numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
     if not numbered:
         raise MsaformerError(f"{path}: no mutations in this file")
@@ -199,9 +192,9 @@ def score_variants(
     Returns the output rows.
     """
     from msaformer.data import read_alignments
+    from msaformer.data.sampling import subsample
+    from msaformer.files import csv_text, write_text
     from msaformer.infer.msa import MsaInference
-    from msaformer.infer.subsample import subsample
-    from msaformer.infer.writer import atomic_write_text
 
     out = Path(out)
     if not out.parent.is_dir():
@@ -230,11 +223,8 @@ def score_variants(
         except MsaformerError as exc:
             raise MsaformerError(f"{mutations_path}, line {n}: {exc}") from None
     scores = score_mutations(runner, msa, [row[mut_col] for row in rows])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*(c for c in columns if c != "score"), "score"], lineterminator="\n")
-    writer.writeheader()
+    header = [*(c for c in columns if c != "score"), "score"]
     for row, score in zip(rows, scores):
         row["score"] = f"{score:.6f}"
-        writer.writerow(row)
-    atomic_write_text(out, buf.getvalue())
+    write_text(out, csv_text(header, ([row.get(c, "") for c in header] for row in rows)))
     return rows

@@ -1,21 +1,23 @@
-"""Atomic outputs of batch inference: one HDF5 file, its index CSV, and optional per-MSA side files.
+"""Outputs of batch inference: one HDF5 file, its index CSV, and optional per-MSA side folders, all or nothing.
 
-Everything is written under temporary names in the destination directory and renamed into place only when
-the whole run succeeded, so an interrupted or failed run never leaves a half-written ``results.h5``,
-index or plot folder behind (a previous complete output of the same name is left untouched until then).
+Everything is written under temporary names in the destination's folder and put in place together only when
+the whole run succeeded (:class:`msaformer.files.OutputSet`), so a failed or interrupted run leaves a previous
+output of the same name byte-identical and no half-written file behind.
 
-HDF5 layout (see ``docs/fragments/inference.md``): root attributes ``format``, ``format_version``,
-``checkpoint``, ``model_config`` (JSON), ``msaformer_version``, ``options`` (JSON); one group per MSA, named
-by :class:`msaformer.infer.inputs.UniqueNames`, with attributes ``name``, ``source``, ``depth``,
+A run over the same inputs with the same model file and the same options reuses what a previous complete
+output already holds: each MSA group records the SHA-256 of the alignment it was computed from
+(``input_hash``) and the root records a key of the model file and the options (``run_key``); a matching MSA is
+copied from the previous file (with its plot and ranked CSV) instead of being computed again.
+
+HDF5 layout (see ``docs/inference.md``): root attributes ``format``, ``format_version``, ``run_key``,
+``checkpoint``, ``model_config`` (JSON), ``msaformer_version``, ``options`` (JSON); one group per MSA, named by
+:class:`msaformer.data.inputs.UniqueNames`, with attributes ``name``, ``source``, ``input_hash``, ``depth``,
 ``rows_used``, ``length``, ``query`` and the datasets the run asked for.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,53 +25,13 @@ from typing import Any
 import numpy as np
 
 from msaformer.errors import MsaformerError
+from msaformer.files import OutputSet, csv_text
 
 FORMAT = "msaformer-embeddings"
 FORMAT_VERSION = 1
 
 #: Columns of the index CSV, in order.
 INDEX_COLUMNS = ("name", "group", "source", "depth", "rows_used", "length", "status")
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-class _SideDir:
-    """A folder of per-MSA files built under a temporary name and swapped in at the end."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.tmp = _tmp_name(final)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
-
-    def path(self, filename: str) -> Path:
-        return self.tmp / filename
-
-    def commit(self) -> None:
-        old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class ResultWriter:
@@ -81,6 +43,7 @@ class ResultWriter:
         root_attrs: root attributes; dicts and lists are stored as JSON strings.
         side_dirs: per-MSA folders to create, by key (e.g. ``{"plots": Path("results_plots")}``); write into
             ``writer.side[key].path(filename)``.
+        run_key: what must match for a previous output's MSAs to be reused (model file and options).
     """
 
     def __init__(
@@ -89,6 +52,7 @@ class ResultWriter:
         index: str | Path | None = None,
         root_attrs: dict[str, Any] | None = None,
         side_dirs: dict[str, Path] | None = None,
+        run_key: str = "",
     ) -> None:
         self.out = Path(out)
         self.index = Path(index) if index is not None else self.out.with_suffix(".csv")
@@ -100,22 +64,83 @@ class ResultWriter:
             if path.is_dir():
                 raise MsaformerError(f"{option} {path} is a directory; give a file name, e.g. {path / 'results.h5'}")
         self.root_attrs = dict(root_attrs or {})
+        self.run_key = run_key
         self._side_spec = dict(side_dirs or {})
-        self.side: dict[str, _SideDir] = {}
+        self.side: dict[str, Any] = {}
         self._rows: list[tuple[int, dict[str, Any]]] = []
+        self._outputs: OutputSet | None = None
         self._h5 = None
-        self._tmp = _tmp_name(self.out)
+        self._previous = None  # the previous output, when its MSAs can be reused
+        self._previous_groups: dict[tuple[str, str], str] = {}
+        self.reused = 0
 
     def __enter__(self) -> ResultWriter:
         import h5py
 
-        self._h5 = h5py.File(self._tmp, "w")
-        self._h5.attrs["format"] = FORMAT
-        self._h5.attrs["format_version"] = FORMAT_VERSION
-        for key, value in self.root_attrs.items():
-            self._h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-        self.side = {key: _SideDir(path) for key, path in self._side_spec.items()}
+        self._outputs = OutputSet()
+        try:
+            self._open_previous()
+            self._h5 = h5py.File(self._outputs.file(self.out), "w")
+            self._h5.attrs["format"] = FORMAT
+            self._h5.attrs["format_version"] = FORMAT_VERSION
+            self._h5.attrs["run_key"] = self.run_key
+            for key, value in self.root_attrs.items():
+                self._h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+            self.side = {key: self._outputs.folder(path) for key, path in self._side_spec.items()}
+        except BaseException:
+            self._close_previous()
+            self._outputs.abort()
+            raise
         return self
+
+    def _open_previous(self) -> None:
+        """Opens the previous output if it was made by the same model file with the same options."""
+        import h5py
+
+        if not self.run_key or not self.out.is_file():
+            return
+        try:
+            h5 = h5py.File(self.out, "r")
+        except OSError:
+            return  # not an HDF5 file (or damaged): it is simply replaced
+        try:
+            if h5.attrs.get("format") != FORMAT or h5.attrs.get("run_key") != self.run_key:
+                h5.close()
+                return
+            for name, group in h5.items():
+                key = (str(group.attrs.get("source", "")), str(group.attrs.get("input_hash", "")))
+                if key[1]:
+                    self._previous_groups[key] = name
+        except (OSError, KeyError, ValueError):
+            h5.close()
+            self._previous_groups = {}
+            return
+        self._previous = h5
+
+    def _close_previous(self) -> None:
+        if self._previous is not None:
+            try:
+                self._previous.close()
+            finally:
+                self._previous = None
+
+    def can_reuse(self, source: str, input_hash: str) -> bool:
+        """Returns whether the previous output holds this alignment, computed with the same model and options."""
+        return (source, input_hash) in self._previous_groups
+
+    def reuse(self, source: str, input_hash: str, group: str) -> dict[str, Any]:
+        """Copies the previous output's group of this alignment (and its side files) under ``group``; returns
+        the group's attributes."""
+        old = self._previous_groups[(source, input_hash)]
+        self._previous.copy(self._previous[old], self._h5, name=group)
+        for key, folder in self.side.items():
+            previous_folder = self._side_spec[key]
+            for suffix in (".png", ".csv"):
+                found = previous_folder / f"{old}{suffix}"
+                if found.is_file():
+                    shutil.copyfile(found, folder.path(f"{group}{suffix}"))
+        self.reused += 1
+        return dict(self._h5[group].attrs)
 
     def write(self, group: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Writes one MSA's group: ``attrs`` as attributes and ``arrays`` as float32/int datasets."""
@@ -135,21 +160,20 @@ class ResultWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         h5, self._h5 = self._h5, None
+        outputs = self._outputs
         try:
             if h5 is not None:
                 h5.attrs["n_records"] = sum(1 for _, r in self._rows if r["status"] == "ok")
                 h5.close()
         finally:
+            self._close_previous()
             if exc_type is not None:
-                self._tmp.unlink(missing_ok=True)
-                for side in self.side.values():
-                    side.abort()
+                outputs.abort()
                 return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(INDEX_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.index_rows())
-        os.replace(self._tmp, self.out)
-        for side in self.side.values():
-            side.commit()
-        atomic_write_text(self.index, buf.getvalue())
+        try:
+            text = csv_text(INDEX_COLUMNS, ([row[c] for c in INDEX_COLUMNS] for row in self.index_rows()))
+            outputs.file(self.index).write_text(text, encoding="utf-8")
+        except BaseException:
+            outputs.abort()
+            raise
+        outputs.commit()

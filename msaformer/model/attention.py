@@ -7,7 +7,6 @@ the attention modules take the already layer-normed input and return the update 
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -87,10 +86,21 @@ class RowSelfAttention(FusedQKVAttention):
     ``head_dim**-0.5 / sqrt(rows)``. With ``row_scaling="real_rows"`` ``rows`` counts the real rows of that
     MSA, so its output does not depend on what it is batched with; ``"fair_esm"`` counts padded rows too,
     reproducing fair-esm exactly.
+
+    ``forward`` does it in one pass. The pieces (:meth:`tied_logits` of a block of rows, :meth:`probs`,
+    :meth:`attend` a block of rows) let a caller sum the logits over blocks of rows and attend block by block,
+    which is how :mod:`msaformer.infer.chunked` bounds memory without another copy of the math.
     """
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.num_heads, self.head_dim))  # (B, n, L, H, hd)
+
+    @staticmethod
+    def _scaled(q: torch.Tensor, mask, rows: slice) -> torch.Tensor:
+        q = q * mask.row_scale.to(q.dtype)  # (B, 1, 1, 1, 1): head_dim**-0.5 / sqrt(rows)
+        if mask.token_keep is not None:
+            q = q * mask.token_keep[:, rows].to(q.dtype)  # padded rows / columns add nothing to the sum
+        return q
 
     def forward(self, x: torch.Tensor, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(update [B, N, L, D], attn [B, H, L, L])`` for normed input ``x [B, N, L, D]``.
@@ -98,88 +108,65 @@ class RowSelfAttention(FusedQKVAttention):
         ``mask`` is the batch's :class:`~msaformer.model.trunk.AxialMask`.
         """
         q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))  # each (B, N, L, H, hd)
-        q = q * mask.row_scale.to(q.dtype)  # (B, 1, 1, 1, 1): head_dim**-0.5 / sqrt(rows)
-        if mask.token_keep is not None:
-            q = q * mask.token_keep.to(q.dtype)  # padded rows / columns add nothing to the sum over rows
+        q = self._scaled(q, mask, slice(None))
         logits = torch.einsum("bnihd,bnjhd->bhij", q, k)  # (B, H, L, L)
-        probs = self._probs(logits, mask)
+        probs = self.probs(logits, mask)
         out = torch.einsum("bhij,bnjhd->bnihd", probs.to(v.dtype), v).flatten(-2)  # (B, N, L, D)
         return self.out_proj(out), probs
 
-    def _probs(self, logits: torch.Tensor, mask) -> torch.Tensor:
+    def tied_logits(self, x: torch.Tensor, mask, rows: slice) -> torch.Tensor:
+        """Returns the part ``[B, H, L, L]`` of the tied logits contributed by normed rows ``x [B, n, L, D]``
+        (rows ``rows`` of the MSA); the logits of the MSA are the sum over all its rows."""
+        D = self.embed_dim
+        qk = F.linear(x, self.qkv.weight[: 2 * D], None if self.qkv.bias is None else self.qkv.bias[: 2 * D])
+        q, k = (self._split(t) for t in qk.chunk(2, dim=-1))
+        return torch.einsum("bnihd,bnjhd->bhij", self._scaled(q, mask, rows), k)
+
+    def probs(self, logits: torch.Tensor, mask) -> torch.Tensor:
+        """Returns the attention probabilities ``[B, H, L, L]`` (fp32) of tied logits; padded columns get 0."""
         if mask.column_pad is not None:
             logits = logits.masked_fill(mask.column_pad[:, None, None, :], float("-inf"))
         probs = logits.float().softmax(-1)
         return F.dropout(probs, self.dropout, self.training)
 
-    @torch.no_grad()
-    def add_to_(self, x: torch.Tensor, norm: nn.Module, mask, chunk_rows: int) -> torch.Tensor:
-        """Adds the update of ``norm(x)`` to ``x [B, N, L, D]`` in place, over blocks of ``chunk_rows`` rows;
-        returns the attention ``[B, H, L, L]``. No-grad only.
-
-        Two passes: the logits are summed over row blocks, then each block's values are attended and its
-        update added. Block ``r`` of the second pass reads only rows ``r`` of ``x``, so updating in place is
-        exact, and nothing of size ``N x L x D`` is allocated beyond ``x`` itself.
-        """
-        D = x.shape[-1]
-        w_qk, w_v = self.qkv.weight[: 2 * D], self.qkv.weight[2 * D :]
-        b_qk, b_v = self.qkv.bias[: 2 * D], self.qkv.bias[2 * D :]
-        blocks = [slice(start, start + chunk_rows) for start in range(0, x.shape[1], chunk_rows)]
-        logits = None
-        for rows in blocks:
-            q, k = (self._split(t) for t in F.linear(norm(x[:, rows]), w_qk, b_qk).chunk(2, dim=-1))
-            q = q * mask.row_scale.to(q.dtype)
-            if mask.token_keep is not None:
-                q = q * mask.token_keep[:, rows].to(q.dtype)
-            part = torch.einsum("bnihd,bnjhd->bhij", q, k)
-            logits = part if logits is None else logits.add_(part)
-        probs = self._probs(logits, mask)
-        for rows in blocks:
-            v = self._split(F.linear(norm(x[:, rows]), w_v, b_v))
-            ctx = torch.einsum("bhij,bnjhd->bnihd", probs.to(v.dtype), v).flatten(-2)
-            x[:, rows] += self.out_proj(ctx)
-        return probs
+    def attend(self, probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Returns the update ``[B, n, L, D]`` of normed rows ``x [B, n, L, D]`` under ``probs [B, H, L, L]``."""
+        D = self.embed_dim
+        v = self._split(F.linear(x, self.qkv.weight[2 * D :], None if self.qkv.bias is None else self.qkv.bias[2 * D :]))
+        return self.out_proj(torch.einsum("bhij,bnjhd->bnihd", probs.to(v.dtype), v).flatten(-2))
 
 
 class ColumnSelfAttention(FusedQKVAttention):
     """Column attention: each column attends over its rows, through scaled_dot_product_attention.
 
-    Column-attention maps are never materialised; padded rows are masked out as keys.
+    Column-attention maps are never materialised; padded rows are masked out as keys. A column's update reads
+    only that column, so :meth:`column_blocks` of the MSA can be attended one at a time (:meth:`attend`).
     """
 
-    def _attend(self, x: torch.Tensor, key_keep: torch.Tensor | None) -> torch.Tensor:
-        """Returns the update of columns ``x [B, N, C, D]``; ``key_keep [B, C, N]`` True = row is attended."""
+    def attend(self, x: torch.Tensor, mask, cols: slice) -> torch.Tensor:
+        """Returns the update ``[B, N, C, D]`` of normed columns ``x [B, N, C, D]`` (columns ``cols`` of the MSA)."""
         B, N, C, D = x.shape
         H, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).view(B, N, C, 3, H, hd).permute(3, 0, 2, 4, 1, 5)  # (3, B, C, H, N, hd)
         q, k, v = qkv.reshape(3, B * C, H, N, hd).unbind(0)
+        key_keep = None if mask.column_key_keep is None else mask.column_key_keep[:, cols]  # (B, C, N)
         attn_mask = None if key_keep is None else key_keep.reshape(B * C, 1, 1, N)
         dropout_p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         out = out.view(B, C, H, N, hd).permute(0, 3, 1, 2, 4).reshape(B, N, C, D)
         return self.out_proj(out)
 
-    def _blocks(self, B: int, L: int, chunk_columns: int | None) -> list[slice]:
-        """Column blocks of at most ``chunk_columns``, few enough for the kernel's flattened batch
-        ``B * columns * H`` to stay below 65,535."""
+    def column_blocks(self, B: int, L: int, max_columns: int | None = None) -> list[slice]:
+        """Returns blocks of at most ``max_columns`` columns, few enough for the attention kernel's flattened
+        batch ``B * columns * heads`` to stay below 65,535 (a CUDA grid limit)."""
         limit = max(1, (MAX_KERNEL_BATCH - 1) // (B * self.num_heads))
-        step = min(limit, chunk_columns or L)
+        step = min(limit, max_columns or L)
         return [slice(start, start + step) for start in range(0, L, step)]
-
-    def _keep(self, mask, cols: slice) -> torch.Tensor | None:
-        return None if mask.column_key_keep is None else mask.column_key_keep[:, cols]
 
     def forward(self, x: torch.Tensor, mask) -> torch.Tensor:
         """Returns the update ``[B, N, L, D]`` of normed input ``x [B, N, L, D]``."""
         B, N, L, D = x.shape
-        blocks = self._blocks(B, L, None)
+        blocks = self.column_blocks(B, L)
         if len(blocks) == 1:
-            return self._attend(x, mask.column_key_keep)
-        return torch.cat([self._attend(x[:, :, cols], self._keep(mask, cols)) for cols in blocks], dim=2)
-
-    @torch.no_grad()
-    def add_to_(self, x: torch.Tensor, norm: nn.Module, mask, chunk_columns: int) -> None:
-        """Adds the update of ``norm(x)`` to ``x [B, N, L, D]`` in place, over blocks of ``chunk_columns``
-        columns (no-grad only; exact, since a column's attention reads only that column)."""
-        for cols in self._blocks(x.shape[0], x.shape[2], chunk_columns):
-            x[:, :, cols] += self._attend(norm(x[:, :, cols]), self._keep(mask, cols))
+            return self.attend(x, mask, slice(None))
+        return torch.cat([self.attend(x[:, :, cols], mask, cols) for cols in blocks], dim=2)

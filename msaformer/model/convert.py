@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from msaformer.errors import CheckpointError
+from msaformer.model.files import load_weights
 from msaformer.model.msa_lm import MSALanguageModel, MsaModelConfig
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(row_self_attention|column_self_attention|feed_forward_layer)\.(.+)$")
@@ -57,8 +58,13 @@ def upgrade_release_args(args: Any) -> dict[str, Any]:
     return {("".join(k.split("encoder_")[1:]) if "encoder" in k else k): v for k, v in items}
 
 
-def config_from_fair_esm_args(args: Mapping[str, Any], row_embed_dim: int | None) -> MsaModelConfig:
-    """Returns the config of a fair-esm model with (upgraded) ``args``."""
+def config_from_fair_esm_args(args: Mapping[str, Any], row_embed_dim: int | None,
+                              row_scaling: str = "real_rows") -> MsaModelConfig:
+    """Returns the config of a fair-esm model with (upgraded) ``args``.
+
+    ``row_scaling="real_rows"`` (the default) scales tied row attention by each MSA's own row count: identical to
+    fair-esm on unpadded MSAs and batching-invariant; ``"fair_esm"`` keeps fair-esm's padded-row count.
+    """
     try:
         embed_dim = int(args["embed_dim"])
         dropout = float(args.get("dropout", 0.1))
@@ -73,7 +79,7 @@ def config_from_fair_esm_args(args: Mapping[str, Any], row_embed_dim: int | None
             dropout=dropout,
             attention_dropout=dropout,  # fair-esm's axial attention drops its probabilities with `dropout`
             activation_dropout=float(args.get("activation_dropout", 0.1)),
-            row_scaling="fair_esm",
+            row_scaling=row_scaling,
         )
     except KeyError as exc:
         raise CheckpointError(f"fair-esm checkpoint args lack {exc.args[0]!r}; is this an MSA Transformer?") from None
@@ -112,10 +118,12 @@ def convert_state_dict(esm_state: Mapping[str, torch.Tensor], num_layers: int) -
     return out
 
 
-def from_fair_esm(obj: Any, contact_regression: Mapping[str, Any] | str | Path | None = None) -> MSALanguageModel:
-    """Returns an msaformer model (eval mode, ``row_scaling="fair_esm"``) with the weights of a fair-esm
-    MSA Transformer: a live module or a release checkpoint dict; ``contact_regression`` is the separate
-    ``*-contact-regression.pt`` dict (or its path) of the release."""
+def from_fair_esm(obj: Any, contact_regression: Mapping[str, Any] | str | Path | None = None, *,
+                  row_scaling: str = "real_rows") -> MSALanguageModel:
+    """Returns an msaformer model (eval mode) with the weights of a fair-esm MSA Transformer: a live module or a
+    release checkpoint dict; ``contact_regression`` is the separate ``*-contact-regression.pt`` dict (or its path)
+    of the release. ``row_scaling``: see :func:`config_from_fair_esm_args` (``real_rows`` equals fair-esm on
+    unpadded MSAs and gives an MSA the same outputs whatever it is batched with)."""
     if isinstance(obj, torch.nn.Module):
         args = dict(vars(obj.args))
         esm_state = obj.state_dict()
@@ -145,22 +153,34 @@ def from_fair_esm(obj: Any, contact_regression: Mapping[str, Any] | str | Path |
             )
         esm_state = {**esm_state, **reg}
     row = esm_state.get("msa_position_embedding")
-    config = config_from_fair_esm_args(args, None if row is None else int(row.shape[-1]))
+    config = config_from_fair_esm_args(args, None if row is None else int(row.shape[-1]), row_scaling)
     state = convert_state_dict(esm_state, config.num_layers)
     model = MSALanguageModel(config)
     target = model.state_dict()
     state.setdefault("lm_head.weight", state.get("embed_tokens.weight"))
     for key in ("contact_head.regression.weight", "contact_head.regression.bias"):
         state.setdefault(key, target[key].new_zeros(target[key].shape))  # no regression given: contacts untrained
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    if missing or unexpected:
-        raise CheckpointError(f"fair-esm weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise CheckpointError(f"fair-esm weight {key}: shape {tuple(value.shape)} != expected {tuple(target[key].shape)}")
-    model.load_state_dict(state)
+    load_weights(model, state, "fair-esm weights")
     return model.eval()
+
+
+def convert_esm_file(checkpoint: str | Path, out: str | Path, contact_regression: str | Path | None = None, *,
+                     allow_pickle: bool = False, row_scaling: str = "real_rows") -> Path:
+    """Converts a fair-esm MSA Transformer release file (and its contact regression) into an msaformer model
+    file at ``out``; returns its path. Errors name the file at fault."""
+    from msaformer.model.serialization import save_model
+
+    data = load_fair_esm_checkpoint(checkpoint, allow_pickle=allow_pickle)
+    regression = None
+    if contact_regression is not None:
+        regression = load_fair_esm_checkpoint(contact_regression, allow_pickle=allow_pickle)
+    try:
+        model = from_fair_esm(data, contact_regression=regression, row_scaling=row_scaling)
+    except CheckpointError as exc:  # name the file at fault
+        where = contact_regression if str(exc).startswith("contact regression:") else checkpoint
+        message = str(exc).removeprefix("contact regression: ")
+        raise CheckpointError(f"{where}: {message}") from None
+    return save_model(model, out)
 
 
 def load_fair_esm_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
@@ -175,7 +195,7 @@ def load_fair_esm_checkpoint(path: str | Path, *, allow_pickle: bool = False) ->
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        from msaformer.model.serialization import torch_file_problem
+        from msaformer.model.files import torch_file_problem
 
         problem = torch_file_problem(path, exc)
         if problem.startswith("not a torch.save file"):

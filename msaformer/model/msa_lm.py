@@ -13,14 +13,23 @@ from torch import nn
 from msaformer.data.alphabet import PAD_IDX, VOCAB_SIZE
 from msaformer.errors import ConfigError
 from msaformer.model.heads import ContactHead, LMHead
-from msaformer.model.trunk import AxialLayer, AxialMask, run_layers
+from msaformer.model.trunk import AxialLayer, AxialMask
 
 ROW_SCALINGS = ("real_rows", "fair_esm")
 
 
+#: Fields that older model files and configs carry but that are no longer part of the architecture: how the
+#: model is run is an execution option now (train.activation_checkpointing, the inference token budget).
+REMOVED_FIELDS = {
+    "blocks_per_ckpt": "train.activation_checkpointing in the training config",
+    "inference_chunk_tokens": "the inference token budget (--toks-per-batch)",
+}
+
+
 @dataclass(frozen=True)
 class MsaModelConfig:
-    """Shape and behaviour of an :class:`MSALanguageModel` (defaults = ESM-MSA-1b)."""
+    """The architecture of an :class:`MSALanguageModel` (defaults = ESM-MSA-1b). Nothing here says how the
+    model is run: activation checkpointing and compilation are training options, chunking an inference one."""
 
     num_layers: int = 12
     embed_dim: int = 768
@@ -33,36 +42,22 @@ class MsaModelConfig:
     attention_dropout: float = 0.1  # on row-attention probabilities and inside column attention
     activation_dropout: float = 0.1  # after the feed-forward GELU
     row_scaling: str = "real_rows"  # "real_rows": batching-invariant; "fair_esm": counts padded rows
-    blocks_per_ckpt: int | None = None  # activation checkpointing of groups of layers (training only)
-    inference_chunk_tokens: int | None = 65536  # no-grad token budget per projection; None = never chunk
 
     def __post_init__(self) -> None:
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
+        from msaformer.config import check, check_fields
 
-        for name in ("num_layers", "embed_dim", "num_heads", "ffn_dim", "max_positions", "max_rows"):
-            if not is_int(getattr(self, name)):
-                raise ConfigError(f"model.{name} must be an integer, got {getattr(self, name)!r}")
-        for name in ("row_embed_dim", "blocks_per_ckpt", "inference_chunk_tokens"):
-            if getattr(self, name) is not None and not is_int(getattr(self, name)):
-                raise ConfigError(f"model.{name} must be an integer or null, got {getattr(self, name)!r}")
+        check_fields(self)
+        for name in ("num_layers", "embed_dim", "num_heads", "ffn_dim", "max_positions"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.max_rows >= 0, f"max_rows must be >= 0 (0 disables row embeddings), got {self.max_rows}")
+        check(self.row_embed_dim is None or self.row_embed_dim >= 1, "row_embed_dim must be >= 1 or null")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"model.{name} must be a number in [0, 1), got {value!r}")
-        if self.max_rows < 0:
-            raise ConfigError(f"model.max_rows must be >= 0 (0 disables row embeddings), got {self.max_rows}")
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(f"model.embed_dim {self.embed_dim} must be divisible by model.num_heads {self.num_heads}")
-        if self.row_scaling not in ROW_SCALINGS:
-            raise ConfigError(f"model.row_scaling must be one of {', '.join(ROW_SCALINGS)}, got {self.row_scaling!r}")
-        for name in ("num_layers", "embed_dim", "num_heads", "ffn_dim", "max_positions"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.blocks_per_ckpt is not None and self.blocks_per_ckpt < 1:
-            raise ConfigError(f"model.blocks_per_ckpt must be >= 1 or null, got {self.blocks_per_ckpt}")
-        if self.inference_chunk_tokens is not None and self.inference_chunk_tokens < 1:
-            raise ConfigError(f"model.inference_chunk_tokens must be >= 1 or null, got {self.inference_chunk_tokens}")
+            check(0.0 <= value < 1.0, f"{name} must be a number in [0, 1), got {value!r}")
+        check(self.embed_dim % self.num_heads == 0,
+              f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+        check(self.row_scaling in ROW_SCALINGS,
+              f"row_scaling must be one of {', '.join(ROW_SCALINGS)}, got {self.row_scaling!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MsaModelConfig":
@@ -123,39 +118,33 @@ class MSALanguageModel(nn.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def embed(self, tokens: torch.Tensor, pad: torch.Tensor, chunk_tokens: int | None = None) -> torch.Tensor:
-        """Returns the embedded MSA ``[B, N, L, D]`` (after ``emb_layer_norm_before`` and dropout; padding zeroed).
-
-        With ``chunk_tokens`` and no grad, blocks of rows of about that many tokens are embedded straight
-        into the output, so the sums and the layer norm never hold more than a block.
-        """
-        B, N, L = tokens.shape
+    def check_shape(self, tokens: torch.Tensor) -> None:
+        """Raises a one-line ConfigError if ``tokens [B, N, L+1]`` does not fit the model's positions / rows."""
+        if tokens.ndim != 3:
+            raise ConfigError(f"tokens must be [B, N, L+1], got shape {tuple(tokens.shape)}")
+        _, N, L = tokens.shape
         c = self.config
         if L > c.max_positions:
             raise ConfigError(f"MSA has {L} columns (<cls> included) but the model allows max_positions={c.max_positions}")
         if self.row_embedding is not None and N > self.row_embedding.shape[1]:
             raise ConfigError(f"MSA has {N} rows but the model's row embedding allows max_rows={self.row_embedding.shape[1]}")
-        keep = ~pad
-        positions = torch.cumsum(keep, dim=-1) * keep + PAD_IDX  # (B, N, L)
-        if chunk_tokens is None or torch.is_grad_enabled():
-            return self._embed_rows(tokens, positions, keep, slice(0, N))
-        step = max(1, chunk_tokens // max(1, B * L))
-        out = None
-        for start in range(0, N, step):
-            rows = slice(start, min(start + step, N))
-            block = self._embed_rows(tokens[:, rows], positions[:, rows], keep[:, rows], rows)
-            if out is None:
-                out = block.new_empty((B, N, L, block.shape[-1]))
-            out[:, rows] = block
-        return out
 
-    def _embed_rows(self, tokens: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor, rows: slice) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, pad: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """Returns the embedded rows ``rows`` of an MSA ``[B, n, L, D]`` (after ``emb_layer_norm_before`` and
+        dropout; padding zeroed). ``tokens`` and ``pad`` (True = padding) are the whole ``[B, N, L]`` batch."""
+        tokens, keep = tokens[:, rows], ~pad[:, rows]
+        positions = torch.cumsum(keep, dim=-1) * keep + PAD_IDX  # (B, n, L)
         x = self.embed_tokens(tokens) + self.embed_positions(positions)
         if self.row_embedding is not None:
-            x = x + self.row_embedding[:, rows]
+            x = x + self.row_embedding[:, rows][:, : tokens.shape[1]]
         x = self.emb_layer_norm_before(x)
         x = F.dropout(x, self.config.dropout, self.training)
         return x * keep[..., None].to(x.dtype)
+
+    def mask(self, pad: torch.Tensor) -> AxialMask:
+        """Returns the batch's :class:`~msaformer.model.trunk.AxialMask` from ``pad [B, N, L]``."""
+        c = self.config
+        return AxialMask.build(pad, c.embed_dim // c.num_heads, c.row_scaling, torch.float32)
 
     def forward(
         self,
@@ -170,49 +159,25 @@ class MSALanguageModel(nn.Module):
         Representation 0 is the embedding, ``i`` the output of layer ``i``; the last layer's is taken after
         ``emb_layer_norm_after`` (fair-esm's conventions). Contacts exclude the ``<cls>`` column.
         """
-        if tokens.ndim != 3:
-            raise ConfigError(f"tokens must be [B, N, L+1], got shape {tuple(tokens.shape)}")
+        self.check_shape(tokens)
         c = self.config
+        repr_layers = check_repr_layers(repr_layers, c.num_layers)
         pad = tokens.eq(PAD_IDX)
-        chunk = c.inference_chunk_tokens
-        if chunk is not None and tokens.numel() <= chunk:
-            chunk = None  # small enough: no chunking
-        x = self.embed(tokens, pad, chunk)
-        mask = AxialMask.build(pad, c.embed_dim // c.num_heads, c.row_scaling, torch.float32)
-
-        repr_layers = {int(i) for i in repr_layers}
-        bad = sorted(i for i in repr_layers if not 0 <= i <= c.num_layers)
-        if bad:
-            raise ConfigError(f"repr_layers {bad} out of range 0..{c.num_layers}")
-        representations: dict[int, torch.Tensor] = {}
-        if 0 in repr_layers:
-            representations[0] = x
-        keep_attn = need_row_attentions or return_contacts
+        mask = self.mask(pad)
+        x = self.embed(tokens, pad)  # (B, N, L, D)
+        representations: dict[int, torch.Tensor] = {0: x} if 0 in repr_layers else {}
         row_attentions: list[torch.Tensor] = []
-
-        def on_layer(i: int, h: torch.Tensor | None, row_attn: torch.Tensor) -> None:
-            if i + 1 in repr_layers and i + 1 < c.num_layers:
-                representations[i + 1] = h
-            if keep_attn:
+        for i, layer in enumerate(self.layers, start=1):
+            x, row_attn = layer(x, mask)
+            if i in repr_layers and i < c.num_layers:
+                representations[i] = x
+            if need_row_attentions or return_contacts:
                 row_attentions.append(row_attn)
-
-        x = run_layers(
-            self.layers, x, mask,
-            blocks_per_ckpt=c.blocks_per_ckpt if self.training else None,
-            chunk_tokens=chunk,
-            keep_outputs=frozenset(i - 1 for i in repr_layers if 0 < i < c.num_layers),
-            keep_input=0 in repr_layers,
-            on_layer=on_layer,
-        )  # fmt: skip
-        if chunk is None or torch.is_grad_enabled():
-            x = self.emb_layer_norm_after(x)
-            logits = self.lm_head(x)
-        else:
-            x, logits = self._chunked_output(x, chunk, in_place=all(x is not r for r in representations.values()))
+        x = self.emb_layer_norm_after(x)
         if c.num_layers in repr_layers:
             representations[c.num_layers] = x
-        result: dict[str, Any] = {"logits": logits, "representations": representations}
-        if keep_attn:
+        result: dict[str, Any] = {"logits": self.lm_head(x), "representations": representations}
+        if row_attentions:
             attn = torch.stack(row_attentions, dim=1)  # (B, layers, H, L+1, L+1)
             if need_row_attentions:
                 result["row_attentions"] = attn
@@ -220,44 +185,44 @@ class MSALanguageModel(nn.Module):
                 result["contacts"] = self.contact_head(attn, mask.column_pad)
         return result
 
-    @torch.no_grad()
-    def _chunked_output(self, x: torch.Tensor, chunk: int, in_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``emb_layer_norm_after`` and the LM head over blocks of ``chunk`` tokens (no-grad), so the head's
-        ``D``-wide intermediates never exist for the whole MSA; returns ``(normed x, logits)``."""
-        in_place = in_place and x.is_contiguous()  # flat must be a view of x
-        flat = x.reshape(-1, x.shape[-1])
-        normed, logits = [], []
-        for start in range(0, flat.shape[0], chunk):
-            h = self.emb_layer_norm_after(flat[start : start + chunk])
-            logits.append(self.lm_head(h))
-            if in_place:
-                flat[start : start + chunk] = h
-            else:
-                normed.append(h)
-        out = x if in_place else torch.cat(normed).view(x.shape)
-        return out, torch.cat(logits).view(*x.shape[:-1], -1)
 
-    def predict_contacts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Returns contact probabilities ``[B, L, L]``."""
-        return self(tokens, return_contacts=True)["contacts"]
+def check_repr_layers(layers: Iterable[int], num_layers: int) -> set[int]:
+    """Returns the set of requested representation layers; raises a ConfigError for one outside 0..num_layers."""
+    layers = {int(i) for i in layers}
+    bad = sorted(i for i in layers if not 0 <= i <= num_layers)
+    if bad:
+        raise ConfigError(f"repr_layers {bad} out of range 0..{num_layers}")
+    return layers
 
 
-def load_model_config(spec: str | dict, overrides: list[str] | None = None) -> MsaModelConfig:
-    """Returns a config from a preset name, a YAML file (optionally ``preset: name`` plus fields) or a dict,
-    with dotted ``key=value`` overrides applied."""
+def load_model_config(spec: str | dict | MsaModelConfig, overrides: list[str] | None = None, *,
+                      where: str = "model") -> MsaModelConfig:
+    """Returns a model config from a preset name, a YAML file or a dict, with dotted ``key=value`` overrides.
+
+    The one schema of ``configs/model/*.yaml`` and of a training config's ``model:`` section: an optional
+    ``preset: NAME`` (``tiny``, ``esm_msa1b``) plus any :class:`MsaModelConfig` fields, which override the
+    preset's. A training config may also give ``model: configs/model/tiny.yaml``.
+    """
     from pathlib import Path
 
     from msaformer.config import apply_overrides, from_dict, load_yaml
 
-    if isinstance(spec, dict):
+    if isinstance(spec, MsaModelConfig):
+        data = dataclasses.asdict(spec)
+    elif isinstance(spec, dict):
         data = dict(spec)
     elif spec in PRESETS:
         data = {"preset": spec}
-    elif Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file():
+    elif isinstance(spec, str) and (Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file()):
         data = load_yaml(spec)
     else:
-        raise ConfigError(f"model config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+        raise ConfigError(f"{where}: {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
     data = apply_overrides(data, overrides)
+    for name, replacement in REMOVED_FIELDS.items():
+        if name in data:
+            raise ConfigError(f"{where}.{name} is not a model field any more; use {replacement}")
     preset = data.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{where}.preset must be a preset name, got {preset!r}")
     base = dataclasses.asdict(MsaModelConfig.preset(preset)) if preset is not None else {}
-    return from_dict(MsaModelConfig, {**base, **data}, "model")
+    return from_dict(MsaModelConfig, {**base, **data}, where)

@@ -12,13 +12,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msaformer.config import from_dict
 from msaformer.data.promoter import CLS_IDX, PAD_IDX, VOCAB_SIZE
-from msaformer.errors import ConfigError, MsaformerError
+from msaformer.errors import CheckpointError, ConfigError, MsaformerError
 from msaformer.model.attention import SelfAttention
+from msaformer.model.files import load_model_file, load_weights, save_model_file
 
 FORMAT = "msaformer-promoter"
 FORMAT_VERSION = 1
@@ -40,18 +43,20 @@ class PromoterModelConfig:
     pooling: str = "cls"  # "cls" (the <cls> representation) | "mean" (over real nucleotides)
 
     def __post_init__(self):
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.positional == "rotary" and (self.embed_dim // self.num_heads) % 2:
-            raise ValueError("rotary needs an even head dimension (embed_dim / num_heads)")
-        if self.conv_stem and self.conv_stem % 2 == 0:
-            raise ValueError(f"conv_stem must be odd (centred window), got {self.conv_stem}")
-        if self.max_length < 1:
-            raise ValueError("max_length must be >= 1")
+        from msaformer.config import check, check_fields
+
+        check_fields(self)
+        for name in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "max_length"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0, "dropout rates must be in [0, 1)")
+        check(self.positional in POSITIONALS, f"positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
+        check(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        check(self.embed_dim % self.num_heads == 0,
+              f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        check(self.positional != "rotary" or (self.embed_dim // self.num_heads) % 2 == 0,
+              "positional rotary needs an even head dimension (embed_dim / num_heads)")
+        check(self.conv_stem >= 0 and (self.conv_stem == 0 or self.conv_stem % 2 == 1),
+              f"conv_stem must be 0 (none) or an odd kernel width, got {self.conv_stem}")
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -186,42 +191,41 @@ class PromoterClassifier(nn.Module):
         return out
 
 
-def save_promoter_model(model: PromoterClassifier, path: str | Path, metadata: dict | None = None) -> None:
-    """Writes the model (config + weights + plain metadata) to ``path`` atomically (temp name, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    blob = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": dataclasses.asdict(model.config),
-        "state_dict": state,
-        "metadata": dict(metadata or {}),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+def save_promoter_model(model: PromoterClassifier, path: str | Path, metadata: dict | None = None) -> Path:
+    """Writes the model (config + weights + plain metadata) to ``path`` atomically; returns the path."""
+    return save_model_file(path, kind=FORMAT, version=FORMAT_VERSION, config=dataclasses.asdict(model.config),
+                           state_dict=model.state_dict(), metadata=metadata)
 
 
 def load_promoter_model(path: str | Path, map_location: str = "cpu") -> tuple[PromoterClassifier, dict]:
     """Returns ``(model in eval mode, metadata)`` from a file written by :func:`save_promoter_model`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MsaformerError(f"checkpoint not found: {path}")
+    payload = load_model_file(path, kind=FORMAT, versions=(FORMAT_VERSION,),
+                              how_to_make="write one with `msaformer promoter train`")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise MsaformerError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise MsaformerError(f"{path}: not a promoter checkpoint (format {blob.get('format')!r})"
-                             if isinstance(blob, dict) else f"{path}: not a promoter checkpoint")
-    if blob.get("format_version") != FORMAT_VERSION:
-        raise MsaformerError(f"{path}: unsupported format_version {blob.get('format_version')}")
-    try:
-        cfg = PromoterModelConfig(**blob["config"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: bad model config ({exc})") from None
+        cfg = from_dict(PromoterModelConfig, payload["config"], "model")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     model = PromoterClassifier(cfg)
-    model.load_state_dict(blob["state_dict"])
+    load_weights(model, payload["state_dict"], str(path))
+    return model.to(map_location).eval(), dict(payload["metadata"])
+
+
+def promoter_probabilities(model: PromoterClassifier, tokens: list[np.ndarray], *, batch_size: int = 256,
+                           device="cpu") -> np.ndarray:
+    """Returns P(promoter) ``[n]`` of token arrays (no ``<cls>``), batched by length, in input order (no grad).
+
+    The one scoring routine of training (dev / test evaluation) and of ``promoter predict``."""
+    from msaformer.data.promoter import collate, length_bucketed_batches
+
+    probs = np.empty(len(tokens), dtype=np.float64)
+    if not tokens:
+        return probs
+    was_training = model.training
     model.eval()
-    return model, dict(blob.get("metadata") or {})
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    with torch.inference_mode():
+        for index in length_bucketed_batches(lengths, batch_size):
+            batch = torch.from_numpy(collate([tokens[i] for i in index])).to(device)
+            probs[index] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy()
+    model.train(was_training)
+    return probs

@@ -1,16 +1,17 @@
 """The axial trunk: pre-LayerNorm residual blocks of tied row attention, column attention and a GELU
-feed-forward network, with block checkpointing for training and token-budget chunking for inference.
+feed-forward network, and the batch's padding masks.
+
+How the blocks are run (activation checkpointing, ``torch.compile``, token-budget chunking) is decided outside
+the model: :mod:`msaformer.train.execution` and :mod:`msaformer.infer.chunked`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from msaformer.model.attention import ColumnSelfAttention, RowSelfAttention
 
@@ -86,82 +87,11 @@ class AxialLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(embed_dim)
         self.ffn = FeedForward(embed_dim, ffn_dim, activation_dropout)
 
-    def forward(
-        self, x: torch.Tensor, mask: AxialMask, chunk_tokens: int | None = None, in_place: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(x [B, N, L, D], row attention [B, H, L, L])``.
-
-        ``chunk_tokens`` (honoured only without grad) bounds the tokens each projection sees at once; with
-        ``in_place`` as well, the chunked path updates and returns ``x`` itself instead of a copy.
-        """
-        if chunk_tokens is not None and not torch.is_grad_enabled():
-            return self._chunked_forward(x, mask, chunk_tokens, in_place)
+    def forward(self, x: torch.Tensor, mask: AxialMask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(x [B, N, L, D], row attention [B, H, L, L])``."""
         update, row_attn = self.row_attention(self.row_norm(x), mask)
         x = x + F.dropout(update, self.dropout, self.training)
         update = self.column_attention(self.column_norm(x), mask)
         x = x + F.dropout(update, self.dropout, self.training)
         x = x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
         return x, row_attn
-
-    @torch.no_grad()
-    def _chunked_forward(self, x: torch.Tensor, mask: AxialMask, chunk_tokens: int, in_place: bool):
-        B, N, L, D = x.shape
-        # Same math as forward, in place (on a copy unless the caller gives x away), with every projection
-        # and layer norm bounded by the budget: besides x, only blocks of chunk_tokens tokens are allocated.
-        if not in_place or not x.is_contiguous():
-            x = x.clone(memory_format=torch.contiguous_format)
-        row_attn = self.row_attention.add_to_(x, self.row_norm, mask, max(1, chunk_tokens // max(1, B * L)))
-        self.column_attention.add_to_(x, self.column_norm, mask, max(1, chunk_tokens // max(1, B * N)))
-        flat = x.view(-1, D)
-        for start in range(0, flat.shape[0], chunk_tokens):
-            part = flat[start : start + chunk_tokens]
-            part += self.ffn(self.ffn_norm(part))
-        return x, row_attn
-
-
-def run_layers(
-    layers: Sequence[AxialLayer],
-    x: torch.Tensor,
-    mask: AxialMask,
-    *,
-    blocks_per_ckpt: int | None = None,
-    chunk_tokens: int | None = None,
-    keep_outputs: frozenset[int] = frozenset(),
-    keep_input: bool = True,
-    on_layer=None,
-) -> torch.Tensor:
-    """Runs ``x`` through ``layers`` and returns the output.
-
-    ``on_layer(i, x_i, row_attn_i)`` is called after every layer; ``x_i`` is the layer's output when
-    ``i`` is in ``keep_outputs`` (or always, without checkpointing) and None otherwise. Only the outputs
-    in ``keep_outputs`` (and the input ``x`` when ``keep_input``) are guaranteed to stay unchanged: the
-    no-grad chunked path updates the others in place, so the whole stack runs in one ``x``-sized buffer. With
-    ``blocks_per_ckpt`` and grad enabled, groups of up to that many layers (ending early at a layer in
-    ``keep_outputs``) are recomputed in the backward pass (non-reentrant checkpointing); without grad
-    checkpointing is a no-op.
-    """
-    if not (blocks_per_ckpt and torch.is_grad_enabled()):
-        for i, layer in enumerate(layers):
-            in_place = (i - 1 not in keep_outputs) if i else not keep_input
-            x, row_attn = layer(x, mask, chunk_tokens, in_place=in_place)
-            if on_layer is not None:
-                on_layer(i, x, row_attn)
-        return x
-
-    def run_group(start: int, end: int, h: torch.Tensor):
-        attns = []
-        for layer in layers[start:end]:
-            h, row_attn = layer(h, mask)
-            attns.append(row_attn)
-        return h, attns
-
-    start = 0
-    while start < len(layers):
-        end = min(start + blocks_per_ckpt, len(layers))
-        end = min([i + 1 for i in keep_outputs if start <= i < end] + [end])
-        x, attns = checkpoint(run_group, start, end, x, use_reentrant=False)
-        if on_layer is not None:
-            for i, row_attn in enumerate(attns, start):
-                on_layer(i, x if i == end - 1 else None, row_attn)
-        start = end
-    return x

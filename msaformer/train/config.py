@@ -2,7 +2,7 @@
 
 A config has four sections plus two paths::
 
-    model:    {preset: tiny, overrides: {embed_dim: 64}}        # MsaModelConfig preset + field overrides
+    model:    {preset: tiny, embed_dim: 64}       # configs/model/*.yaml's schema (or the path of such a file)
     data:     {shards: [runs/shards], strategy: random, max_len: 64, max_tokens_per_msa: 16384, ...}
     train:    {steps: 300, micro_batch_size: 2, grad_accum_steps: 1, lr: 1e-3, ...}
     deepspeed: configs/deepspeed/zero2.json
@@ -14,20 +14,14 @@ Every mistake that can be found before starting processes is reported as a one-l
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msaformer.config import apply_overrides, from_dict, load_yaml, to_dict
+from msaformer.config import apply_overrides, check, from_dict, load_yaml, resolve_relative, to_dict
 from msaformer.data.sampling import DEFAULT_MAX_TOKENS, SamplingOptions, validate_strategy
 from msaformer.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    preset: str = "tiny"  # a name of msaformer.model.PRESETS
-    overrides: dict = field(default_factory=dict)  # MsaModelConfig fields to change
+from msaformer.train.optim import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -58,6 +52,8 @@ class TrainSection:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    activation_checkpointing: int | None = None  # checkpoint every N-th block (1 = all); None = off
+    compile: bool = False  # torch.compile each block
     zero_stage: int | None = None  # overrides the DeepSpeed file's stage
     log_interval: int = 10
     eval_interval: int = 100  # 0 disables validation
@@ -71,7 +67,7 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: ModelSection = field(default_factory=ModelSection)
+    model: Any = field(default_factory=lambda: {"preset": "tiny"})  # see msaformer.model.load_model_config
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     deepspeed: str = "configs/deepspeed/zero2.json"
@@ -79,18 +75,21 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------- derived
     def model_config(self):
-        """Returns the MsaModelConfig: the preset with overrides applied."""
-        from msaformer.model import MsaModelConfig
+        """Returns the MsaModelConfig of the ``model`` section (a preset plus fields, or a YAML file)."""
+        from msaformer.model import load_model_config
 
-        overrides = dict(self.model.overrides or {})
-        known = {f.name for f in dataclasses.fields(MsaModelConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [model.overrides]; known: {', '.join(sorted(known))}")
-        try:
-            return MsaModelConfig.preset(self.model.preset, **overrides)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[model] {exc}") from None
+        if isinstance(self.model, dict) and "overrides" in self.model:
+            raise ConfigError("model.overrides is gone: put the model fields directly under model: "
+                              "(e.g. model: {preset: tiny, embed_dim: 64})")
+        if not isinstance(self.model, (dict, str)):
+            raise ConfigError(f"model must be a section (preset and fields) or a YAML file, got {self.model!r}")
+        return load_model_config(self.model, where="model")
+
+    def execution(self):
+        """Returns how the model's blocks run in training (:class:`msaformer.train.execution.ExecutionOptions`)."""
+        from msaformer.train.execution import ExecutionOptions
+
+        return ExecutionOptions(self.train.activation_checkpointing, self.train.compile)
 
     def sampling_options(self, max_rows_model: int | None = None) -> SamplingOptions:
         caps = [c for c in (self.data.max_rows, max_rows_model or None) if c]
@@ -125,96 +124,27 @@ class TrainConfig:
 
 
 def _positive(section: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value >= 1)
-    if not ok:
-        need = ">= 0" if allow_zero else ">= 1"
-        raise ConfigError(f"{section}.{name} must be an integer {need}, got {value!r}")
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Returns what ``value`` should have been for a field annotated ``hint``, or None when it fits."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_args(hint) and type(None) in typing.get_args(hint):  # Optional[X]
-        if value is None:
-            return None
-        hint = args[0]
-    if hint is bool:
-        return None if isinstance(value, bool) else "true or false"
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if hint is float:
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
-    if hint is str:
-        return None if isinstance(value, str) else "a string"
-    if hint is list:
-        return None if isinstance(value, (list, tuple)) else "a list"
-    if hint is dict:
-        return None if isinstance(value, dict) else "a mapping (key: value)"
-    return None
-
-
-def _coerce_float_strings(config: TrainConfig) -> TrainConfig:
-    """Returns ``config`` with float fields given as ``"1e-4"`` turned into floats: YAML 1.1 (PyYAML) reads
-    exponent notation without a dot as a string, in files and in ``--set train.lr=1e-4`` alike."""
-    sections = {}
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        section = getattr(config, name)
-        if not (dataclasses.is_dataclass(hint) and isinstance(section, hint)):
-            continue
-        changes = {}
-        for field_name, field_hint in typing.get_type_hints(hint).items():
-            value = getattr(section, field_name)
-            if float in (field_hint, *typing.get_args(field_hint)) and isinstance(value, str):
-                try:
-                    changes[field_name] = float(value)
-                except ValueError:
-                    pass  # reported by check_types
-        if changes:
-            sections[name] = dataclasses.replace(section, **changes)
-    return dataclasses.replace(config, **sections) if sections else config
-
-
-def check_types(config: TrainConfig) -> None:
-    """Raises a one-line ConfigError naming the first field whose value has the wrong type (YAML and
-    ``--set`` values arrive untyped: ``--set train.lr=fast`` must not become a TypeError mid-run)."""
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        value = getattr(config, name)
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, hint):
-                raise ConfigError(f"{name} must be a section (a mapping of keys), got {value!r}")
-            for field_name, field_hint in typing.get_type_hints(hint).items():
-                need = _type_problem(getattr(value, field_name), field_hint)
-                if need:
-                    raise ConfigError(f"{name}.{field_name} must be {need}, got {getattr(value, field_name)!r}")
-        elif (need := _type_problem(value, hint)) is not None:
-            raise ConfigError(f"{name} must be {need}, got {value!r}")
-
-
-def resolve_path(value: str, base: Path | None) -> str:
-    """Returns ``value`` as given if it exists (or is absolute), else relative to ``base`` when that exists."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists() or base is None:
-        return str(path)
-    candidate = base / path
-    return str(candidate) if candidate.exists() else str(path)
+    check(value >= 0 if allow_zero else value >= 1,
+          f"{section}.{name} must be an integer {'>= 0' if allow_zero else '>= 1'}, got {value!r}")
 
 
 def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
     """Returns ``config`` after checking everything knowable before launch; raises a one-line ConfigError."""
-    check_types(config)
     d, t = config.data, config.train
     shards = d.shards if isinstance(d.shards, (list, tuple)) else [d.shards]
     if not shards:
         raise ConfigError("data.shards is empty: give the directory written by `msaformer preprocess ... --out DIR`")
     if check_paths:
+        from msaformer.data.shards import is_shard_dir
+
         for s in shards:
             if not Path(s).is_dir():
                 raise ConfigError(
                     f"data.shards: shard directory {s} does not exist; create it with "
-                    f"`msaformer preprocess datasets/msa --out {s}`"
+                    f"`msaformer preprocess ALIGNMENTS --out {s}`"
                 )
-            if not (Path(s) / "index.csv").is_file():
-                raise ConfigError(f"data.shards: {s} has no index.csv; is it a directory written by msaformer preprocess?")
+            if not is_shard_dir(s):
+                raise ConfigError(f"data.shards: {s} is not a shard directory written by msaformer preprocess")
         if not Path(config.deepspeed).is_file():
             raise ConfigError(f"deepspeed: config file {config.deepspeed} not found (see configs/deepspeed/zero{{1,2,3}}.json)")
     validate_strategy(d.strategy)
@@ -237,8 +167,9 @@ def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
             )
     if t.zero_stage is not None and t.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.zero_stage must be 0, 1, 2 or 3, got {t.zero_stage!r}")
-    if t.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    config.execution()  # its own checks
     if not t.lr > 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if not 0.0 <= t.min_lr_ratio <= 1.0:
@@ -251,11 +182,11 @@ def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
     if d.max_len + 1 > model.max_positions:
         raise ConfigError(
             f"data.max_len {d.max_len} + <cls> exceeds the model's max_positions {model.max_positions}; "
-            f"lower data.max_len or raise model.overrides.max_positions"
+            f"lower data.max_len or raise model.max_positions"
         )
     config.sampling_options(model.max_rows)  # its own checks (token budget vs max_len, identity bounds)
     if check_paths:
-        from msaformer.train.engine import load_ds_config
+        from msaformer.train.optim import load_ds_config
 
         stage = load_ds_config(config.deepspeed).get("zero_optimization", {}).get("stage", 0)
         stage = t.zero_stage if t.zero_stage is not None else stage
@@ -267,26 +198,19 @@ def validate(config: TrainConfig, *, check_paths: bool = True) -> TrainConfig:
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, check_paths: bool = True) -> TrainConfig:
     """Returns the validated TrainConfig from a YAML file (or defaults, for None) with ``key=value`` overrides.
 
-    Relative paths (shards, deepspeed config) are taken from the working directory, or failing that from
+    Relative paths (shards, deepspeed config, a model YAML) are taken from the working directory, or failing that from
     the YAML file's directory and its parents (so ``configs/train/x.yaml`` can name ``configs/deepspeed``).
     """
     raw = load_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
-    if isinstance(raw.get("data"), dict) and isinstance(raw["data"].get("shards"), str):
-        raw["data"]["shards"] = [raw["data"]["shards"]]
-    config = _coerce_float_strings(from_dict(TrainConfig, raw))
-    check_types(config)
-    bases = [Path(path).resolve().parent, *Path(path).resolve().parents] if path is not None else []
+    config = from_dict(TrainConfig, raw)
 
     def find(value: str) -> str:
-        for base in bases:
-            resolved = resolve_path(value, base)
-            if Path(resolved).exists():
-                return resolved
-        return value
+        return resolve_relative(value, path)
 
     data = dataclasses.replace(config.data, shards=[find(str(s)) for s in config.data.shards])
-    config = dataclasses.replace(config, data=data, deepspeed=find(str(config.deepspeed)))
+    model = find(config.model) if isinstance(config.model, str) else config.model
+    config = dataclasses.replace(config, model=model, data=data, deepspeed=find(str(config.deepspeed)))
     return validate(config, check_paths=check_paths)
 
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from msaformer.errors import CheckpointError, ConfigError
-from msaformer.train.engine import CHECKPOINT_DIR, complete_checkpoints, latest_checkpoint
+from msaformer.train.checkpoints import CHECKPOINT_DIR, complete_checkpoints, latest_checkpoint
+from msaformer.train.execution import plain_names
 from msaformer.train.loop import MODEL_CONFIG_FILE
 
 
@@ -37,28 +38,31 @@ def consolidated_state_dict(run_dir: str | Path, tag: str | None = None) -> tupl
     stage = int(states.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0))
     if stage == 0:
         module = states["module"]
-        return {k: (v.float() if v.is_floating_point() else v).detach() for k, v in module.items()}, tag
-    import contextlib
-    import sys
+        return plain_names({k: (v.float() if v.is_floating_point() else v).detach() for k, v in module.items()}), tag
+    from msaformer.train.distributed import import_deepspeed, quiet_stdout
 
+    import_deepspeed()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    with contextlib.redirect_stdout(sys.stderr):  # its progress prints: stdout is for data
+    with quiet_stdout():  # "Processing zero checkpoint ...": shown on stderr with --verbose only
         state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    return {k: v.detach() for k, v in state.items()}, tag
+    # ZeRO-3 records parameters under their named_parameters() names, checkpoint-wrapper prefix included
+    return plain_names({k: v.detach() for k, v in state.items()}), tag
 
 
 def load_run_model_config(run_dir: str | Path):
     """Returns the MsaModelConfig a run trained (from ``run_dir/model_config.json``)."""
     from msaformer.config import from_dict
     from msaformer.model import MsaModelConfig
+    from msaformer.model.msa_lm import REMOVED_FIELDS
 
     path = Path(run_dir) / MODEL_CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} not found; is {run_dir} a directory written by msaformer train?")
     try:
-        return from_dict(MsaModelConfig, json.loads(path.read_text()), "model")
-    except (json.JSONDecodeError, ConfigError) as exc:
+        fields = {k: v for k, v in json.loads(path.read_text()).items() if k not in REMOVED_FIELDS}
+        return from_dict(MsaModelConfig, fields, "model")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ConfigError) as exc:
         raise CheckpointError(f"{path}: unreadable model config ({exc})") from None
 
 
@@ -68,20 +72,15 @@ def export_weights(run_dir: str | Path, out: str | Path, *, tag: str | None = No
     Returns the output path.
     """
     from msaformer.model import MSALanguageModel, save_model
+    from msaformer.model.files import load_weights
 
     if Path(out).is_dir():  # before the (slow) consolidation, not after
         raise CheckpointError(f"--out {out} is a directory; give the model file's name, e.g. {Path(out) / 'model.pt'}")
     config = load_run_model_config(run_dir)
     state_dict, tag = consolidated_state_dict(run_dir, tag)
     model = MSALanguageModel(config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    # Tied weights (the LM head shares the token embedding) may be stored once only.
-    missing = [k for k in missing if k not in _tied_keys(model)]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{run_dir} ({tag}): checkpoint weights do not match {MODEL_CONFIG_FILE} "
-            f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})"
-        )
+    # tied weights (the LM head shares the token embedding) may be stored once only
+    load_weights(model, state_dict, f"{run_dir} ({tag})", ignore_missing=frozenset(_tied_keys(model)))
     return save_model(model.eval(), out)
 
 

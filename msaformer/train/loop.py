@@ -16,17 +16,12 @@ import signal
 from pathlib import Path
 
 from msaformer.errors import ConfigError
+from msaformer.files import write_text
+from msaformer.train.checkpoints import complete_checkpoints, load_latest_checkpoint, save_checkpoint
 from msaformer.train.config import TrainConfig, config_to_dict
-from msaformer.train.engine import (
-    MetricsLogger,
-    Throughput,
-    build_ds_config,
-    complete_checkpoints,
-    init_distributed,
-    initialize,
-    load_latest_checkpoint,
-    save_checkpoint,
-)
+from msaformer.train.distributed import all_reduce_sum, finish, init_distributed
+from msaformer.train.metrics import MetricsLogger, Throughput
+from msaformer.train.optim import build_ds_config, initialize
 
 #: Written in the run directory by rank 0: what ``export-weights`` needs to rebuild the model.
 MODEL_CONFIG_FILE = "model_config.json"
@@ -52,16 +47,6 @@ def mlm_loss(logits, targets):
     return loss, n_masked, n_correct
 
 
-def _all_reduce_sum(values: list[float], device) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
 def _metrics(loss_sum: float, n_batches: float, n_masked: float, n_correct: float) -> dict:
     loss = loss_sum / max(n_batches, 1)
     return {
@@ -83,23 +68,19 @@ def evaluate(engine, dataset, batches, device) -> dict | None:
     loss_tokens = n_masked = n_correct = 0.0
     with torch.no_grad():
         for keys in batches:
-            batch = collate_msas([dataset[k] for k in keys])
-            tokens = batch["tokens"].to(device)
-            targets = batch["targets"].to(device)
-            loss, masked, correct = mlm_loss(engine(tokens)["logits"], targets)
+            batch = collate_msas([dataset[k] for k in keys]).to(device)
+            loss, masked, correct = mlm_loss(engine(batch.tokens)["logits"], batch.targets)
             loss_tokens += float(loss) * float(masked)
             n_masked += float(masked)
             n_correct += float(correct)
     engine.train()
-    loss_tokens, n_masked, n_correct = _all_reduce_sum([loss_tokens, n_masked, n_correct], device)
+    loss_tokens, n_masked, n_correct = all_reduce_sum([loss_tokens, n_masked, n_correct], device)
     loss = loss_tokens / max(n_masked, 1)
     return {"loss": loss, "accuracy": n_correct / max(n_masked, 1), "perplexity": math.exp(min(loss, 50.0))}
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def _write_json(path: Path, payload: dict) -> None:
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
@@ -112,7 +93,7 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
 
     from msaformer.data.dataset import MsaShardDataset, StreamBatchSampler, eval_keys, make_loader, position_state
     from msaformer.model import MSALanguageModel
-    from msaformer.train.engine import finish
+    from msaformer.train.execution import prepare_model
 
     t, d = config.train, config.data
     run_dir = Path(config.run_dir)
@@ -134,6 +115,7 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     # The contact regression is fitted after pretraining (as in fair-esm); the MLM loss gives it no gradient.
     for param in model.contact_head.parameters():
         param.requires_grad_(False)
+    prepare_model(model, config.execution())  # activation checkpointing, compilation: outside the model
     torch.manual_seed(t.seed + 1000 * dist_info.rank)
     params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
 
@@ -184,8 +166,8 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
                 soft_wrap=True)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run_dir / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
-        _write_json_atomic(run_dir / TRAIN_CONFIG_FILE, config_to_dict(config) | {
+        _write_json(run_dir / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
+        _write_json(run_dir / TRAIN_CONFIG_FILE, config_to_dict(config) | {
             "world_size": dist_info.world_size, "grad_accum_steps": grad_accum, "deepspeed_config": ds_config})
     logger = MetricsLogger(run_dir, dist_info.rank, start_step=start_step)
     if dist_info.is_main:
@@ -222,10 +204,8 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     batches = iter(loader)
     while step < t.steps:
         for _ in range(grad_accum):
-            batch = next(batches)
-            tokens = batch["tokens"].to(dist_info.device, non_blocking=True)
-            targets = batch["targets"].to(dist_info.device, non_blocking=True)
-            loss, n_masked, n_correct = mlm_loss(engine(tokens)["logits"], targets)
+            batch = next(batches).to(dist_info.device, non_blocking=True)
+            loss, n_masked, n_correct = mlm_loss(engine(batch.tokens)["logits"], batch.targets)
             engine.backward(loss)
             engine.step()
             micro += 1
@@ -233,13 +213,13 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
             window[1] += 1
             window[2] += float(n_masked)
             window[3] += float(n_correct)
-            throughput.add(batch["n_tokens"])
+            throughput.add(batch.n_tokens)
         step += 1
         if step == fault_step:
             os.kill(os.getpid(), signal.SIGKILL)
         if step % t.log_interval == 0 or step == t.steps:
             rate = throughput.rate()
-            totals = _all_reduce_sum(window + [rate], dist_info.device)
+            totals = all_reduce_sum(window + [rate], dist_info.device)
             last_train = _metrics(*totals[:4])
             last_train["tokens_per_s"] = totals[4]
             last_train["lr"] = float(engine.get_lr()[0])

@@ -7,7 +7,6 @@ One run: read train / dev / test, train with AdamW (warmup then cosine), evaluat
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -19,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from msaformer.config import apply_overrides, from_dict, load_yaml
+from msaformer.config import apply_overrides, check, from_dict, load_yaml, resolve_relative
 from msaformer.errors import ConfigError
+from msaformer.files import write_csv, write_text
 from msaformer.model.promoter import PromoterModelConfig
+from msaformer.evaluation import binary_metrics, write_evaluation
 
 RESULT_COLUMNS = ("run", "seed", "split", "n", "mcc", "f1", "accuracy", "auroc", "best_epoch", "best_step",
                   "train_seconds")
@@ -48,10 +49,12 @@ class PromoterOptimConfig:
     patience: int = 0  # stop after N evaluations without a better dev MCC; 0 = never
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "patience"):
+            check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass(frozen=True)
@@ -71,94 +74,10 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     raw = apply_overrides(raw, overrides)
     cfg = from_dict(PromoterTrainConfig, raw)
     if not cfg.data.train or not cfg.data.dev:
-        raise ConfigError("[data] needs train and dev files (data.train=..., data.dev=...)")
-    return cfg
-
-
-# ------------------------------------------------------------------------------------------------- metrics
-
-
-def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Returns MCC, F1, accuracy and AUROC (scikit-learn) of probabilities against 0/1 labels."""
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
-
-    labels = np.asarray(labels, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    preds = (probs >= threshold).astype(np.int64)
-    auroc = roc_auc_score(labels, probs) if len(np.unique(labels)) == 2 else float("nan")
-    return {
-        "mcc": float(matthews_corrcoef(labels, preds)),
-        "f1": float(f1_score(labels, preds, zero_division=0)),
-        "accuracy": float(accuracy_score(labels, preds)),
-        "auroc": float(auroc),
-        "n": int(len(labels)),
-    }
-
-
-def plot_confusion_matrix(labels, probs, path: str | Path, threshold: float = 0.5, title: str = "") -> None:
-    """Writes a 2x2 confusion-matrix PNG (counts and row percentages)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    preds = (np.asarray(probs) >= threshold).astype(int)
-    cm = confusion_matrix(np.asarray(labels, dtype=int), preds, labels=[0, 1])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=150)
-    ax.imshow(cm, cmap="Blues")
-    names = ["non-promoter", "promoter"]
-    for i in range(2):
-        for j in range(2):
-            share = cm[i, j] / max(cm[i].sum(), 1)
-            dark = cm[i, j] > cm.max() / 2
-            ax.text(j, i, f"{cm[i, j]}\n{share:.1%}", ha="center", va="center",
-                    color="white" if dark else "black", fontsize=11)
-    ax.set_xticks([0, 1], names)
-    ax.set_yticks([0, 1], names, rotation=90, va="center")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"confusion matrix (threshold {threshold:g})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_roc(labels, probs, path: str | Path, title: str = "") -> None:
-    """Writes a ROC-curve PNG with the AUROC in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fpr, tpr, _ = roc_curve(np.asarray(labels, dtype=int), np.asarray(probs))
-    auc = roc_auc_score(np.asarray(labels, dtype=int), np.asarray(probs))
-    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=150)
-    ax.plot(fpr, tpr, lw=2, label=f"AUROC {auc:.3f}")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title or "ROC", fontsize=10)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def write_evaluation(labels, probs, out_dir: str | Path, *, prefix: str = "", threshold: float = 0.5,
-                     title: str = "") -> dict[str, float]:
-    """Writes the confusion matrix and ROC PNGs of one split; returns its metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = binary_metrics(labels, probs, threshold)
-    plot_confusion_matrix(labels, probs, out_dir / f"{prefix}confusion_matrix.png", threshold,
-                          title=f"{title} MCC {metrics['mcc']:.3f}".strip())
-    if len(np.unique(labels)) == 2:
-        plot_roc(labels, probs, out_dir / f"{prefix}roc.png", title=title)
-    return metrics
+        raise ConfigError("data needs train and dev files (data.train=..., data.dev=...)")
+    files = {k: resolve_relative(v, path) if v else v for k, v in dataclasses.asdict(cfg.data).items()
+             if k in ("train", "dev", "test")}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **files))
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -189,12 +108,11 @@ def _load_split(path: str, max_length: int, what: str):
 def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> dict[str, Any]:
     """Trains one model; returns ``{"dev": metrics, "test": metrics | None, "run_dir", "best_epoch", ...}``."""
     import torch
-    import torch.nn.functional as F
 
-    from msaformer.data.promoter import length_bucketed_batches
-    from msaformer.infer.promoter import score_tokens
-    from msaformer.model.promoter import PromoterClassifier, save_promoter_model
-    from msaformer.train.engine import MetricsLogger, build_ds_config, init_distributed, initialize
+    from msaformer.files import AtomicDir
+    from msaformer.model.promoter import PromoterClassifier
+    from msaformer.train.distributed import init_distributed
+    from msaformer.train.optim import build_ds_config, initialize
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -228,10 +146,38 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
         total_steps=total_steps, min_lr_ratio=opt.min_lr_ratio,
     )
     is_main = dist.rank == 0
+    # The run folder is built under a temporary name and swapped in at the end: a failed or interrupted run
+    # leaves a previous run folder of the same name as it was.
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(_to_yaml(cfg))
-    logger = MetricsLogger(run_dir, dist.rank)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        folder = AtomicDir(run_dir)
+        work = folder.tmp
+        write_text(work / "config.yaml", _to_yaml(cfg))
+    else:
+        folder, work = None, run_dir
+    try:
+        results = _train_loop(cfg, engine, model, dist, work, run_dir, run_name, train_tokens, train_labels,
+                              lengths, steps_per_epoch, dev, dev_tokens, test, test_tokens)
+    except BaseException:
+        if folder is not None:
+            folder.abort()
+        raise
+    if folder is not None:
+        folder.commit()
+    return results
+
+
+def _train_loop(cfg, engine, model, dist, work: Path, run_dir: Path, run_name: str, train_tokens, train_labels,
+                lengths, steps_per_epoch, dev, dev_tokens, test, test_tokens) -> dict[str, Any]:
+    import torch.nn.functional as F
+
+    from msaformer.data.promoter import length_bucketed_batches
+    from msaformer.model.promoter import promoter_probabilities, save_promoter_model
+    from msaformer.train.metrics import MetricsLogger
+
+    opt = cfg.optim
+    is_main = dist.rank == 0
+    logger = MetricsLogger(work, dist.rank)
 
     best = {"mcc": -2.0, "epoch": 0, "step": 0}
     best_state = None
@@ -241,7 +187,7 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
 
     def evaluate(epoch: int) -> bool:
         nonlocal best_state, evals_since_best
-        probs = score_tokens(model, dev_tokens, batch_size=512, device=dist.device)
+        probs = promoter_probabilities(model, dev_tokens, batch_size=512, device=dist.device)
         metrics = binary_metrics(dev.labels, probs)
         metrics.pop("n")
         logger.log(step, {"epoch": epoch, **metrics}, split="dev")
@@ -294,25 +240,22 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
         if data is None:
             results[split] = None
             continue
-        probs = score_tokens(model, tokens, batch_size=512, device=dist.device)
+        probs = promoter_probabilities(model, tokens, batch_size=512, device=dist.device)
         if is_main:
-            metrics = write_evaluation(data.labels, probs, run_dir, prefix="" if split == "test" else "dev_",
+            metrics = write_evaluation(data.labels, probs, work, prefix="" if split == "test" else "dev_",
                                        title=f"{run_name} {split}")
-            _write_predictions(run_dir / f"{split}_predictions.csv", data.ids, data.labels, probs)
+            _write_predictions(work / f"{split}_predictions.csv", data.ids, data.labels, probs)
         else:
             metrics = binary_metrics(data.labels, probs)
         results[split] = metrics
         rows.append({"run": run_name, "seed": cfg.seed, "split": split, **metrics, "best_epoch": best["epoch"],
                      "best_step": best["step"], "train_seconds": round(train_seconds, 1)})
     if is_main:
-        save_promoter_model(model, run_dir / "model.pt", metadata={
+        save_promoter_model(model, work / "model.pt", metadata={
             "threshold": 0.5, "seed": cfg.seed, "best_epoch": best["epoch"], "dev_mcc": best["mcc"],
             "train_file": cfg.data.train,
         })
-        with open(run_dir / "results.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(work / "results.csv", RESULT_COLUMNS, ([row.get(c, "") for c in RESULT_COLUMNS] for row in rows))
     logger.close()
     return results
 
@@ -326,11 +269,7 @@ def _collate_tensor(token_arrays):
 
 
 def _write_predictions(path: Path, ids, labels, probs) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "label", "probability"])
-        for i, y, p in zip(ids, labels, probs):
-            writer.writerow([i, int(y), f"{p:.6f}"])
+    write_csv(path, ["id", "label", "probability"], ([i, int(y), f"{p:.6f}"] for i, y, p in zip(ids, labels, probs)))
 
 
 def _to_yaml(cfg: PromoterTrainConfig) -> str:
