@@ -144,13 +144,16 @@ def test_option_errors(tree):
 
 
 def test_tasks_are_content_defined(many):
-    from msaformer.data.preprocess import TaskOptions, _refs
+    from msaformer.data.preprocess import TaskOptions, _file_ref
+
+    def refs():
+        return [_file_ref(s) for s in expand_inputs([many])]
 
     options = TaskOptions("o", None, 1, False, "gzip", "fail", 4096, 1 << 30, False)
-    before = list(plan_tasks(_refs(expand_inputs([many])), 3000, options))
+    before = list(plan_tasks(refs(), 3000, options))
     assert len(before) > 4 and sum(len(t.inputs) for t in before) == 40
     (many / "f17b.a3m").write_text(a3m(3, 23, tag="new"))
-    after = list(plan_tasks(_refs(expand_inputs([many])), 3000, options))
+    after = list(plan_tasks(refs(), 3000, options))
     changed = {t.task for t in after} - {t.task for t in before}
     assert 1 <= len(changed) <= 2  # only the tasks around the new input are re-planned
 
@@ -197,7 +200,7 @@ def test_dask_workers_give_the_same_records_and_report_progress(tree, many):
     r1, r2 = ShardReader(tree / "w1"), ShardReader(tree / "w2")
     assert r1.index["hash"].tolist() == r2.index["hash"].tolist()
     assert r1.shards == r2.shards  # shards are named after their tasks, whatever ran them
-    assert seen[-1].done == seen[-1].total == 41 and seen[-1].unit == "files" and "records" in seen[-1].detail
+    assert seen[-1].done == seen[-1].total == 41 and seen[-1].unit == "inputs" and "records" in seen[-1].detail
 
 
 def test_a_second_run_into_the_same_directory_is_refused(tree):

@@ -1,6 +1,5 @@
 """Promoter tokenizer, readers and length-bucketed batching."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,6 +15,8 @@ TATA = PROMOTER / "gue_prom_core_tata"
 
 
 def test_shipped_configs_load():
+    demo = load_train_config(ROOT / "configs" / "promoter" / "demo.yaml")
+    assert demo.data.train.endswith("runs/demo/promoter/train.csv")  # written by `msaformer demo runs/demo`
     for name in ("tiny", "gue_prom_core", "gue_prom_core_small", "gue_prom_core_mean", "gue_prom_core_tata"):
         cfg = load_train_config(ROOT / "configs" / "promoter" / f"{name}.yaml")
         assert Path(cfg.data.train).is_file() or not PROMOTER.is_dir()
@@ -71,5 +73,5 @@ def test_micro_run_is_reproducible_and_writes_its_reports(tmp_path):
     assert len(dev_evals) == 4  # steps 5, 10, 15 and the final step 18
     # The kept weights are those of the best dev MCC.
     assert max(float(r["dev_mcc"]) for r in dev_evals) == pytest.approx(a["dev"]["mcc"], abs=1e-9)
-    c = _micro(tmp_path, "c", seed=4)
+    _micro(tmp_path, "c", seed=4)
     assert (tmp_path / "c" / "test_predictions.csv").read_text() != preds_a

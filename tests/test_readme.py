@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,30 +40,44 @@ def test_readme_test_command_is_what_ci_runs():
     assert command.index("torch==2.13.0") < command.index("-e '.[dev]'")
 
 
-def test_readme_quickstart_runs_on_bundled_data(tmp_path):
+def _run_steps(steps, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    outputs = []
+    for step in steps:
+        argv = [sys.executable, "-m", "msaformer", *step[1:]]
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{' '.join(step)} failed:\n{done.stderr[-3000:]}"
+        outputs.append(done)
+    return outputs
+
+
+def test_readme_quickstart_runs_on_data_the_project_makes(tmp_path):
     command = _fenced_command("quickstart")
     assert command.index("pip install torch==2.13.0") < command.index("pip install -e .")
     steps = _msaformer_steps(command)
-    assert [s[1] for s in steps] == ["preprocess", "train", "export-weights", "embed"]
-    for name in ("datasets", "configs"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for step in steps:
-        argv = [sys.executable, "-m", "msaformer.cli.main", *step[1:]]
-        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{' '.join(step)} failed:\n{done.stderr[-3000:]}"
+    assert [s[1] for s in steps] == ["demo", "preprocess", "train", "export-weights", "embed"]
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # the only thing of the checkout the commands read
+    _run_steps(steps, tmp_path)
 
     index = pd.read_csv(tmp_path / "runs" / "embed.csv")
-    assert len(index) == 21
-    assert (index["status"] == "ok").sum() == 18  # the three negative samples are skipped with a reason
+    assert len(index) == 11
+    assert (index["status"] == "ok").sum() == 8  # the three broken demo files are skipped with a reason
     with h5py.File(tmp_path / "runs" / "embed.h5", "r") as f:
-        group = f["fn3"]
-        assert group["contacts"].shape == (86, 86)
-        assert group["per_tok"].shape[0] == 86
-    assert len(list((tmp_path / "runs" / "embed_plots").glob("*.png"))) == 18
+        group = f["demo_fam3"]
+        assert group["contacts"].shape == (82, 82)
+        assert group["per_tok"].shape[0] == 82
+    assert len(list((tmp_path / "runs" / "embed_plots").glob("*.png"))) == 8
     metrics = pd.read_csv(tmp_path / "runs" / "msa_tiny" / "metrics.csv")
     train = metrics[metrics["split"] == "train"]
     assert train["loss"].iloc[-1] < train["loss"].iloc[0]  # the tiny model learns something
+
+    # the command again: every step picks up what is there
+    before = (tmp_path / "runs" / "embed.h5").read_bytes()
+    again = _run_steps(steps, tmp_path)
+    assert "skipped (--resume)" in again[1].stderr and "resuming at step 300" in again[2].stderr
+    assert "8 MSA(s) reused" in again[4].stderr
+    with h5py.File(tmp_path / "runs" / "embed.h5", "r") as f:
+        np.testing.assert_array_equal(f["demo_fam3/per_tok"][()], h5py.File(__import__("io").BytesIO(before))["demo_fam3/per_tok"][()])
 
 
 @pytest.mark.parametrize("marker", ["quickstart", "tests"])
@@ -71,11 +86,13 @@ def test_readme_commands_install_torch_first(marker):
     assert command.startswith("python3 -m venv .venv")
 
 
-def test_readme_and_benchmarks_are_assembled_from_docs():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("assemble", ROOT / "docs" / "assemble.py")
-    assemble = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(assemble)
-    for name, text in assemble.documents().items():
-        assert (ROOT / name).read_text() == text, f"{name} is stale: run python docs/assemble.py"
+def test_readme_is_the_newcomers_page_and_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 400
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), f"README links to missing {target}"
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name} links to missing {target}"

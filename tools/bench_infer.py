@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "datasets" / "msa"
+DATA = ROOT.parent / "shared" / "datasets" / "msa"  # the shared sample data beside the checkout
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -80,7 +80,7 @@ def _worker(args: argparse.Namespace) -> dict:
             with open(summary.index) as fh:
                 rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
             tokens = sum(int(r["rows_used"]) * (int(r["length"]) + 1) for r in rows)
-            result.update(files=args.files or "datasets/msa (all)", msas=summary.ok + summary.failed, ok=summary.ok,
+            result.update(files=args.files or "../shared/datasets/msa (all)", msas=summary.ok + summary.failed, ok=summary.ok,
                           seconds=summary.seconds, tokens=tokens)  # fmt: skip
     result["msas_per_s"] = result["ok"] / result["seconds"]
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
@@ -94,7 +94,7 @@ def _worker(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", action="append", choices=["tiny", "esm_msa1b"], help="model shape(s)")
-    parser.add_argument("--files", default="", help="comma-separated paths under datasets/msa (default: all)")
+    parser.add_argument("--files", default="", help="comma-separated paths under ../shared/datasets/msa (default: all)")
     parser.add_argument("--esm-files", default="esm/1a3a_1_A.a3m,openfold/bfd_uniclust_hits.a3m,hmmer/fn3.sto",
                         help="files for the esm_msa1b preset (it is slow on a CPU)")  # fmt: skip
     parser.add_argument("--max-seqs", type=int, default=256)

@@ -1,7 +1,7 @@
 """Benchmark the alignment parser (MB/s) against a straightforward pure-Python line-by-line reader.
 
 Both readers parse the same in-memory bytes into the same result (token and deletion matrices, checked equal by
-content hash and deletion sums), on every OK sample file of ``datasets/msa`` and on a large synthetic A3M
+content hash and deletion sums), on every OK sample file of ``../shared/datasets/msa`` and on a large synthetic A3M
 (made by ``tools/make_synthetic_a3m.py`` if missing). Run it nice'd on a shared machine:
 
     OMP_NUM_THREADS=1 nice -n 10 python tools/bench_parse.py --synthetic /tmp/synthetic.a3m --out bench.md
@@ -161,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
-    expected = ROOT / "datasets" / "msa" / "expected.tsv"
+    expected = ROOT.parent / "shared" / "datasets" / "msa" / "expected.tsv"
     rows = []
     total_bytes = total_fast = total_slow = 0.0
     for entry in csv.DictReader(open(expected), delimiter="\t"):
         if entry["status"] != "OK":
             continue
-        path = ROOT / "datasets" / "msa" / entry["file"]
+        path = ROOT.parent / "shared" / "datasets" / "msa" / entry["file"]
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)

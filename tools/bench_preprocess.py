@@ -1,6 +1,6 @@
 """Benchmark the whole ``msaformer preprocess`` (read, hash, parse, compress, write shards) in MB/s.
 
-Four workloads: the sample alignments in ``datasets/msa`` (21 files, 5 MB, mixed formats), the same kind
+Four workloads: the sample alignments in ``../shared/datasets/msa`` (21 files, 5 MB, mixed formats), the same kind
 of synthetic alignments split over many files (the usual case: one alignment per protein), many tiny
 alignments (10 x 50) in one NUL-separated file (what chunk padding would blow up on disk), and one large
 synthetic A3M (``tools/make_synthetic_a3m.py``, default 140,000 rows x 640 columns, ~108 MB). Each is run
@@ -35,7 +35,7 @@ def cpu_seconds() -> float:
 
 def run_once(inputs: list[Path], workers: int, compression: str, scratch: Path, deflate: str = "auto") -> dict:
     from msaformer.data.preprocess import preprocess
-    from msaformer.data.shard_writer import use_deflate
+    from msaformer.data.chunks import use_deflate
 
     deflate = deflate if compression == "gzip" else "auto"
     os.environ["MSAFORMER_DEFLATE"] = deflate  # forked workers inherit the choice; spawned ones read this
@@ -47,7 +47,7 @@ def run_once(inputs: list[Path], workers: int, compression: str, scratch: Path, 
     result = preprocess(inputs, out, workers=workers, compression=compression, on_error="skip")
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     return {"wall": wall, "cpu": cpu, "mb": result.bytes_in / 1e6, "out_mb": result.bytes_out / 1e6,
-            "records": result.records, "rows": result.rows, "rejected": len(result.rejected)}  # fmt: skip
+            "records": result.records, "rows": result.rows, "rejected": result.rejected}  # fmt: skip
 
 
 def bench(label: str, inputs: list[Path], scratch: Path, repeats: int, configs) -> list[dict]:
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(w, "gzip", d) for w in workers for d in deflates] + [(w, "none", "-") for w in workers]
     results, reads = [], []
     try:
-        samples = sorted(p for p in (ROOT / "datasets" / "msa").rglob("*") if p.is_file() and p.suffix not in (".md", ".tsv"))
-        results += bench("datasets/msa (21 files)", samples, scratch, args.repeats, configs)
+        samples = sorted(p for p in (ROOT.parent / "shared" / "datasets" / "msa").rglob("*") if p.is_file() and p.suffix not in (".md", ".tsv"))
+        results += bench("../shared/datasets/msa (21 files)", samples, scratch, args.repeats, configs)
         many = synthetic_files(Path(tempfile.gettempdir()) / "msaformer-synthetic-many", args.many, args.many_rows, args.length)
         results += bench(f"synthetic, {args.many} files", many, scratch, args.repeats, configs)
         reads = [bench_reads(many, scratch, c) for c in ("gzip", "none")]

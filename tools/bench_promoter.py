@@ -3,7 +3,7 @@
     python tools/bench_promoter.py seeds --config configs/promoter/gue_prom_core.yaml --seeds 0 1 2
     python tools/bench_promoter.py compare --config configs/promoter/tiny.yaml \
         --variant learned model.positional=learned --variant rotary model.positional=rotary
-    python tools/bench_promoter.py kmer --data datasets/promoter/gue_prom_core_all --k 6
+    python tools/bench_promoter.py kmer --data ../shared/datasets/promoter/gue_prom_core_all --k 6
     python tools/bench_promoter.py throughput --checkpoint runs/x/model.pt --n 20000 --threads 2
 
 ``seeds`` trains one run per seed (out_dir/seed-N) and prints test MCC mean +- sd as a Markdown table;

@@ -41,21 +41,25 @@ def write_synthetic_shards(out: Path, *, records: int, depth: int, length: int, 
     import numpy as np
 
     from msaformer.data.msa import Msa
-    from msaformer.data.shards import ShardWriter
+    from msaformer.data.preprocess import write_msas
+    from msaformer.data.shards import is_shard_dir
 
-    if (out / "index.csv").is_file():
+    if is_shard_dir(out):
         return out
     rng = np.random.default_rng(seed)
     letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY-", dtype=np.uint8)
-    with ShardWriter(out, shard_size_records=max(1, records // 4)) as writer:
+
+    def msas():
         for r in range(records):
             query = letters[rng.integers(0, 20, size=length)]
             tokens = np.repeat(query[None], depth, axis=0)
             mutate = rng.random((depth, length)) < 0.4
             tokens[mutate] = letters[rng.integers(0, 21, size=int(mutate.sum()))]
             tokens[0] = query
-            writer.add(Msa(names=[f"syn{r}_{i}" for i in range(depth)], tokens=tokens,
-                           deletions=np.zeros_like(tokens), source=f"synthetic#{r}"))
+            yield Msa(names=[f"syn{r}_{i}" for i in range(depth)], tokens=tokens, deletions=np.zeros_like(tokens),
+                      source=f"synthetic#{r}")
+
+    write_msas(out, msas(), shard_size_records=max(1, records // 4))
     return out
 
 
@@ -85,8 +89,8 @@ def bench_loader(args) -> list[dict]:
         start = time.perf_counter()
         msas = tokens = 0
         for batch in loader:
-            msas += batch["tokens"].shape[0]
-            tokens += batch["n_tokens"]
+            msas += batch.tokens.shape[0]
+            tokens += batch.n_tokens
         seconds = time.perf_counter() - start
         row = {"bench": "loader", "workers": workers, "msas_per_s": msas / seconds, "tokens_per_s": tokens / seconds,
                "msas": msas, "seconds": seconds, "strategy": args.strategy, "max_len": args.max_len,
@@ -121,7 +125,9 @@ def bench_loop(args) -> list[dict]:
 
     from msaformer.data.dataset import StreamBatchSampler, make_loader
     from msaformer.model import MSALanguageModel, MsaModelConfig
-    from msaformer.train.engine import build_ds_config, init_distributed, initialize
+    from msaformer.train.distributed import init_distributed
+    from msaformer.train.optim import build_ds_config, initialize
+    from msaformer.train.execution import ExecutionOptions, prepare_model
     from msaformer.train.loop import mlm_loss
 
     if args.device == "cpu":
@@ -135,8 +141,6 @@ def bench_loop(args) -> list[dict]:
                                                          depth=max(n, 2) * 2, length=length + 37))]
     dataset = make_dataset(shards, "random", max_len, max_tokens)
     config = MsaModelConfig.preset(args.preset)
-    if args.ckpt:
-        config = dataclasses.replace(config, blocks_per_ckpt=args.ckpt)
     config = dataclasses.replace(config, max_positions=max(config.max_positions, length),
                                  max_rows=max(config.max_rows, n) if config.max_rows else 0)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -145,13 +149,15 @@ def bench_loop(args) -> list[dict]:
 
     # raw trunk: one fixed batch on the device, torch AdamW, autocast bf16 on GPU
     torch.manual_seed(0)
-    model = MSALanguageModel(config).to(device).train()
+    model = MSALanguageModel(config)
+    prepare_model(model, ExecutionOptions(activation_checkpointing=args.ckpt or None))  # as the engine does
+    model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     step = _step_fn(model, optimizer)
     from msaformer.data.collate import collate_msas
 
     batch = collate_msas([dataset[i % len(dataset)] for i in range(b)])
-    tokens, targets = batch["tokens"].to(device), batch["targets"].to(device)
+    tokens, targets = batch.tokens.to(device), batch.targets.to(device)
     assert tuple(tokens.shape) == (b, n, length), f"sample shape {tuple(tokens.shape)} != {(b, n, length)}"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         for _ in range(args.warmup):
@@ -162,7 +168,7 @@ def bench_loop(args) -> list[dict]:
             step(tokens, targets)
         sync()
     raw_seconds = time.perf_counter() - start
-    raw = batch["n_tokens"] * args.steps / raw_seconds
+    raw = batch.n_tokens * args.steps / raw_seconds
     del model, optimizer, step
     results.append({"bench": "raw_trunk", "tokens_per_s": raw, "shape": args.shape, "preset": args.preset,
                     "device": device.type, "bf16": use_bf16})
@@ -170,7 +176,9 @@ def bench_loop(args) -> list[dict]:
 
     # full loop: loader workers + DeepSpeed ZeRO-2 engine, as msaformer.train.loop runs it
     torch.manual_seed(0)
-    model = MSALanguageModel(config).to(device)
+    model = MSALanguageModel(config)
+    prepare_model(model, ExecutionOptions(activation_checkpointing=args.ckpt or None))
+    model = model.to(device)
     for p in model.contact_head.parameters():
         p.requires_grad_(False)
     ds_config = build_ds_config(Path(__file__).resolve().parents[1] / "configs/deepspeed/zero2.json",
@@ -186,7 +194,7 @@ def bench_loop(args) -> list[dict]:
         engine.backward(loss)
         engine.step()
     sync()
-    engine_only = batch["n_tokens"] * args.steps / (time.perf_counter() - start)
+    engine_only = batch.n_tokens * args.steps / (time.perf_counter() - start)
     results.append({"bench": "engine_fixed_batch", "tokens_per_s": engine_only, "ratio_to_raw": engine_only / raw,
                     "shape": args.shape, "preset": args.preset, "device": device.type,
                     "bf16": ds_config["bf16"]["enabled"], "zero_stage": 2})
@@ -202,11 +210,11 @@ def bench_loop(args) -> list[dict]:
             start = time.perf_counter()
             n_tokens = 0
         batch = next(loader)
-        loss, _, _ = mlm_loss(engine(batch["tokens"].to(device, non_blocking=True))["logits"],
-                              batch["targets"].to(device, non_blocking=True))
+        loss, _, _ = mlm_loss(engine(batch.tokens.to(device, non_blocking=True))["logits"],
+                              batch.targets.to(device, non_blocking=True))
         engine.backward(loss)
         engine.step()
-        n_tokens += batch["n_tokens"]
+        n_tokens += batch.n_tokens
     sync()
     loop = n_tokens / (time.perf_counter() - start)
     results.append({"bench": "full_loop", "tokens_per_s": loop, "ratio_to_raw": loop / raw, "shape": args.shape,

@@ -37,7 +37,7 @@ from bench_trunk import (  # noqa: E402
 
 from msaformer.model import MSALanguageModel, load_model_config  # noqa: E402
 from msaformer.model.convert import build_fair_esm  # noqa: E402
-from msaformer.train.memory import GiB, measure_step, recompute_context  # noqa: E402
+from msaformer.train.memory import measure_step, recompute_context  # noqa: E402
 
 #: fair-esm on an H100 80GB, bf16 autocast, from the trunk issue (GiB; "OOM" = more than 80 GB).
 FAIR_ESM_H100 = {

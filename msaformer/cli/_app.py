@@ -73,6 +73,8 @@ def _run(main, args, kwargs) -> None:
             raise
         error_line(f"{exc.filename}: {exc.strerror or exc}")
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
+        console.print("[yellow]interrupted[/]")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -16,6 +16,7 @@ app = new_app(
     "Axial-attention MSA models: preprocess alignments, train, embed, predict contacts, score variants; "
     "DNA promoters.",
     cls=MsaformerGroup,
+    name="msaformer",
 )
 
 

@@ -39,6 +39,18 @@ TO_ALIGNED[ord(".")] = ord("-")
 A3mResult = tuple  # (label, names, tokens [N, L] uint8, deletions [N, L] uint8, metadata)
 
 
+class BlockError(AlignmentError):
+    """An :class:`AlignmentError` that knows which NUL-separated block it is in (``block``: the 0-based index of
+    the raw block, blank blocks counted)."""
+
+    def __init__(self, message: str, block: int) -> None:
+        super().__init__(message)
+        self.block = block
+
+    def __reduce__(self):
+        return (BlockError, (str(self), self.block))
+
+
 def describe_byte(value: int) -> str:
     """Return a printable description of one byte for error messages."""
     value = int(value)
@@ -84,21 +96,93 @@ def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mRe
 
     ``label`` is ``source`` plus ``#k`` (0-based, blank blocks not counted) when the file holds more than one
     block. Raises AlignmentError with the first error of the first bad block, as if that block were a file of
-    its own (``where`` names the input in messages when ``source`` is empty).
+    its own (``where`` names the input in messages when ``source`` is empty). Time is linear in the file, the
+    error path included.
     """
     parser = A3mFile(data)
     n = parser.n_blocks
     labels = [f"{source}#{k}" if n > 1 else source for k in range(n)]
     try:
         return parser.parse(labels, where)
-    except AlignmentError:
+    except BlockError as exc:
         if n < 2:
             raise
-        # The vectorised pass reports some error; re-read the blocks one by one so that the message is the first
-        # error of the first bad block, exactly what a file holding that block alone would give.
-        for k, (lo, hi) in enumerate(parser.block_spans()):
-            A3mFile(data[lo:hi], first_line=1 + data.count(b"\n", 0, lo)).parse([labels[k]], where)
-        raise
+        raise _first_error(data, parser, labels, where, exc) from None
+
+
+def _first_error(data: bytes, parser: "A3mFile", labels: list[str], where: str, exc: BlockError) -> BlockError:
+    """Returns the error of the first bad block, as a file holding that block alone would report it.
+
+    The vectorised pass reports *an* error (its checks run in a fixed order over all blocks at once): the blocks
+    before the one it names are parsed again together until they parse cleanly, so the first bad block is found
+    in a few passes, not one parse per block.
+    """
+    bad = exc.block
+    while bad > 0:
+        lo, hi = int(parser.block_starts[0]), int(parser.block_ends[bad - 1])
+        head = A3mFile(data[lo:hi])
+        kept = [labels[int(k)] for k in parser.label_index[: bad][parser.kept_blocks[: bad]]]
+        try:
+            head.parse(kept, where)
+            break
+        except BlockError as inner:
+            bad = inner.block
+    lo, hi = int(parser.block_starts[bad]), int(parser.block_ends[bad])
+    label = labels[int(parser.label_index[bad])] if parser.kept_blocks[bad] else where
+    try:
+        A3mFile(data[lo:hi], first_line=1 + data.count(b"\n", 0, lo)).parse([label], where)
+    except BlockError as alone:
+        return BlockError(str(alone), bad)
+    return exc  # (the block parses alone: keep the pass's own message)
+
+
+def parse_a3m_blocks(data: bytes, labels: list[str], where: str = "input", max_failures: int = 8):
+    """Return ``(raw block index, result or AlignmentError)`` for every non-blank NUL-separated block: a bad block
+    gives its error (the message a file holding it alone would give) and does not stop the others.
+
+    ``labels`` name every raw block (blank ones included): database entries, each ended by a NUL. Good blocks
+    are parsed together in vectorised passes; after ``max_failures`` bad blocks the rest is parsed block by block,
+    so the time stays linear however damaged the data.
+    """
+    out: list = []
+    parser = A3mFile(data)
+    starts, ends = parser.block_starts, parser.block_ends
+    first = 0  # raw block where the unparsed rest begins
+    failures = 0
+    while first < starts.size:
+        lo = int(starts[first])
+        rest = A3mFile(data[lo:], first_line=1 + data.count(b"\n", 0, lo)) if first else parser
+        kept = np.flatnonzero(rest.kept_blocks)
+        if not kept.size:
+            break
+        if failures >= max_failures:
+            for k in kept.tolist():
+                b = first + k
+                one = A3mFile(data[int(starts[b]) : int(ends[b])], first_line=1 + data.count(b"\n", 0, int(starts[b])))
+                try:
+                    out.extend((b, r) for r in one.parse([labels[b]], where))
+                except AlignmentError as exc:
+                    out.append((b, exc))
+            break
+        try:
+            results = rest.parse([labels[first + k] for k in kept.tolist()], where)
+        except BlockError as exc:
+            sub_labels = [labels[first + k] for k in kept.tolist()]
+            error = _first_error(data[lo:], rest, sub_labels, where, exc) if rest.n_blocks > 1 else exc
+            bad = first + error.block
+            if bad > first:  # the blocks before the bad one, together
+                head = A3mFile(data[lo : int(ends[bad - 1])], first_line=1 + data.count(b"\n", 0, lo))
+                head_kept = np.flatnonzero(head.kept_blocks)
+                parsed = head.parse([labels[first + k] for k in head_kept.tolist()], where)
+                blocks = first + head.result_blocks
+                out.extend(zip(blocks.tolist(), parsed))
+            out.append((bad, AlignmentError(str(error))))
+            failures += 1
+            first = bad + 1
+            continue
+        out.extend(zip((first + rest.result_blocks).tolist(), results))
+        break
+    return out
 
 
 class A3mFile:
@@ -169,10 +253,12 @@ class A3mFile:
         return int(self.block_of_line[line])
 
     def _raise_invalid(self, pos: int) -> None:
-        raise AlignmentError(
-            f"{self._where(self._block_of_byte(pos))}: line {self.line_number(pos)}: invalid character "
+        block = self._block_of_byte(pos)
+        raise BlockError(
+            f"{self._where(block)}: line {self.line_number(pos)}: invalid character "
             f"{describe_byte(self.arr[pos])} in a sequence line (allowed: letters, '-', '.', '*'); is this really "
-            "an alignment file?"
+            "an alignment file?",
+            block,
         )
 
     def _record(self, h: int) -> str:
@@ -197,12 +283,13 @@ class A3mFile:
         data = keep & ~_IS_SPACE[sub]
         if data.any():
             pos = lo + int(np.flatnonzero(data)[0])
-            raise AlignmentError(
+            raise BlockError(
                 f"{self._where(r)}: line {self.line_number(pos)}: sequence data before the first '>' header; "
-                "is this an A3M/FASTA file?"
+                "is this an A3M/FASTA file?",
+                r,
             )
         if not self.header_count[r]:
-            raise AlignmentError(f"{self._where(r)}: no sequences found (no '>' header line)")
+            raise BlockError(f"{self._where(r)}: no sequences found (no '>' header line)", r)
 
     # ------------------------------------------------------------------------------------------- parse
     def parse(self, labels: list[str], where: str) -> list[A3mResult]:
@@ -216,6 +303,7 @@ class A3mFile:
         if not self.n_blocks:
             return []
         blocks = np.flatnonzero(self.header_count > 0)  # the blocks that give an Msa, in order
+        self.result_blocks = blocks
         for r in np.flatnonzero(self.kept_blocks & (self.header_count == 0)).tolist():
             self._check_preamble(r)  # always raises
         data, bounds, n_lines = self.data, self.bounds, self.n_lines
@@ -238,9 +326,9 @@ class A3mFile:
         kept_block = self.block_of_header[kept_headers]
         rows_per_block = np.bincount(kept_block, minlength=self.header_count.size)[blocks]
         if not rows_per_block.all():
-            raise AlignmentError(
-                f"{self._where(int(blocks[np.flatnonzero(rows_per_block == 0)[0]]))}: no sequences found "
-                "(only hh-suite pseudo-sequences such as >ss_pred)"
+            block = int(blocks[np.flatnonzero(rows_per_block == 0)[0]])
+            raise BlockError(
+                f"{self._where(block)}: no sequences found (only hh-suite pseudo-sequences such as >ss_pred)", block
             )
         keep_lines = ~(self.is_header | self.is_comment | preamble)
         if pseudo.any():
@@ -378,9 +466,10 @@ class A3mFile:
             if empty.size:
                 h = int(queries[q0 + empty[0]])
                 r = int(self.block_of_header[h])
-                raise AlignmentError(
+                raise BlockError(
                     f"{self._where(r)}: the query (record {h - int(np.searchsorted(self.block_of_header, r)) + 1}, "
-                    f"'{self.names[h]}', line {self.line_number(self.header_bytes[h])}) has no residues"
+                    f"'{self.names[h]}', line {self.line_number(self.header_bytes[h])}) has no residues",
+                    r,
                 )
             widths[q0:q1] = np.where(lower_only, n_letter + n_gap + n_dot, n_upper + n_gap)
             all_columns[q0:q1] = lower_only
@@ -409,10 +498,12 @@ class A3mFile:
         bad = np.flatnonzero(counts != widths)
         if bad.size:
             h = int(records[bad[0]])
-            raise AlignmentError(
-                f"{self._where(int(self.block_of_header[h]))}: {self._record(h)} has {int(counts[bad[0]])} aligned "
+            block = int(self.block_of_header[h])
+            raise BlockError(
+                f"{self._where(block)}: {self._record(h)} has {int(counts[bad[0]])} aligned "
                 f"columns, expected {int(widths[bad[0]])} like the query; every row of an alignment must have the "
-                "query's aligned length"
+                "query's aligned length",
+                block,
             )
         n = records.size
         p0 = int(row_offset[j0])

@@ -186,8 +186,9 @@ class EncodedRecord:
         return self.names.n_bytes
 
 
-def encode_record(msa: Msa, compression: str = "gzip") -> EncodedRecord:
-    """Returns ``msa`` encoded into shard chunks, with its name and content hash."""
+def encode_record(msa: Msa, compression: str = "gzip", *, name: str | None = None) -> EncodedRecord:
+    """Returns ``msa`` encoded into shard chunks, with its name (``name``, else :func:`record_name`) and content
+    hash."""
     if compression not in COMPRESSIONS:
         raise ShardError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
     if msa.depth == 0:
@@ -195,7 +196,7 @@ def encode_record(msa: Msa, compression: str = "gzip") -> EncodedRecord:
     names = ("\n".join(msa.names) + "\n").encode("utf-8", "surrogateescape")
     tokens = np.ascontiguousarray(msa.tokens)
     return EncodedRecord(
-        name=record_name(msa),
+        name=name or record_name(msa),
         source=msa.source,
         metadata="\n".join(msa.metadata),
         n_seq=msa.depth,

@@ -9,7 +9,7 @@ no scheduler the tasks run here, one after the other (nothing to start). Otherwi
   (``dask scheduler`` + ``dask worker``) or by dask-jobqueue on SLURM / PBS.
 
 Tasks are submitted a few at a time (at most ``2 x workers`` in flight), so the client's memory does not grow
-with their number; each is retried on another worker if its worker dies (``retries``). Results come back as
+with their number; each is run again on another worker if its worker dies (``ALLOWED_FAILURES``). Results come back as
 tasks finish, in any order.
 """
 
@@ -23,8 +23,10 @@ from typing import Any
 
 from msaformer.errors import MsaformerError
 
-#: Times a task is re-run after its worker died (Dask's own retry), before the run fails.
-TASK_RETRIES = 3
+#: Times a task may lose its worker (and be run again on another) before the run fails: Dask's
+#: ``distributed.scheduler.allowed-failures``, set so for a local cluster (a cluster started by hand has its own).
+#: A task that raises is not retried: user errors are the same every time.
+ALLOWED_FAILURES = 3
 
 
 def default_workers() -> int:
@@ -39,7 +41,8 @@ def connect(scheduler: str | None, workers: int):
     import dask
     from distributed import Client, LocalCluster
 
-    dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.limit": "60s"})
+    dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.limit": "60s",
+                     "distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
     if scheduler:
         try:
             if Path(scheduler).is_file():
@@ -78,7 +81,7 @@ def run_tasks(function: Callable[[Any], Any], specs: Iterable[Any], *, workers: 
             spec = next(specs, None)
             if spec is None:
                 return False
-            futures.add(client.submit(function, spec, key=key(spec), pure=False, retries=TASK_RETRIES))
+            futures.add(client.submit(function, spec, key=key(spec), pure=False))
             in_flight += 1
             return True
 
@@ -93,8 +96,9 @@ def run_tasks(function: Callable[[Any], Any], specs: Iterable[Any], *, workers: 
                 _cancel(client, futures)
                 if type(exc).__name__ == "KilledWorker":
                     raise MsaformerError(
-                        f"task {future.key} was lost with its worker {TASK_RETRIES + 1} times; check the workers' "
-                        "memory and logs, then re-run with --resume"
+                        f"task {future.key} was lost with its worker too often (more than the scheduler's "
+                        f"allowed-failures, {ALLOWED_FAILURES} here); check the workers' memory and logs, then re-run "
+                        "with --resume"
                     ) from None
                 raise
             on_result(result)

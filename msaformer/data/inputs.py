@@ -58,18 +58,45 @@ class InputItem:
 
 @dataclass(frozen=True)
 class InputSource:
-    """One thing to read: an alignment file (``kind="file"``) or a shard directory (``kind="shards"``).
+    """One thing to read: an alignment file (``kind="file"``), a shard directory (``"shards"``) or an alignment
+    database (``"database"``: ffindex, MMseqs2 or alignment_db, see :mod:`msaformer.data.databases`).
 
     ``key`` names it relative to the command-line argument it came from, with ``/`` separators: a file given
     directly is its file name (``x.a3m``), a file found in a directory ``d`` is ``d``'s name and the path below
     it (``msa/esm/1a3a.a3m``), a match of a pattern is its path below the pattern's fixed part
-    (``alignments/1abc_A/uniref90_hits.sto`` for ``'alignments/*/*.sto'``). Keys stay the same when the whole
-    corpus moves, so ``preprocess --resume`` keys on them (with the content's SHA-256).
+    (``alignments/1abc_A/uniref90_hits.sto`` for ``'alignments/*/*.sto'``), a database is its base name (and the
+    path below the directory it was found in). Keys stay the same when the whole corpus moves, so
+    ``preprocess --resume`` keys on them (with the content's SHA-256); a database's entries are keyed
+    ``<key>::<entry key>``.
+
+    ``record`` and ``chain`` are set for the files of an OpenFold / OpenProteinSet chain directory
+    (:func:`is_chain_dir`): the record is named ``chain/file`` and ``--merge-per-chain`` joins a chain's files.
     """
 
     kind: str
     path: Path
     key: str
+    record: str = ""
+    chain: str = ""
+
+
+#: File names OpenFold and OpenProteinSet give the alignments of a chain (besides ``*_hits.a3m`` / ``.sto``).
+OPENFOLD_NAMES = frozenset({"uniclust30.a3m", "bfd_uniclust_hits.a3m", "bfd_uniref_hits.a3m", "mgnify_hits.a3m",
+                            "uniref90_hits.a3m", "small_bfd_hits.sto", "uniprot_hits.sto", "pdb70_hits.hhr"})
+
+
+def is_chain_dir(files: Sequence[str], subdirs: Sequence[str] = (), a3m_files: Sequence[str] = ()) -> bool:
+    """Returns whether a directory is one chain of an OpenFold / OpenProteinSet alignment directory: it holds
+    (directly or in its ``a3m/`` folder) an alignment named as OpenFold names them (``<db>_hits.a3m``,
+    ``<db>_hits.sto``, ``uniclust30.a3m``, see ``OPENFOLD_NAMES``) or hhsearch output (``*.hhr``), or it has
+    OpenProteinSet's ``a3m/`` and ``hhr/`` folders."""
+
+    def openfold(name: str) -> bool:
+        return name in OPENFOLD_NAMES or name.endswith(("_hits.a3m", "_hits.sto", ".hhr"))
+
+    if "a3m" in subdirs and ("hhr" in subdirs or any(openfold(n) for n in a3m_files)):
+        return True  # OpenProteinSet: <chain>/a3m/ and <chain>/hhr/
+    return any(openfold(n) for n in files)
 
 
 def alignment_suffixes() -> tuple[str, ...]:
@@ -194,61 +221,164 @@ def _fixed_prefix(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike], *, exclude: str | os.PathLike | None = None) -> list[InputSource]:
-    """Returns the sources named by ``inputs`` (see the module docstring for the rules), in argument order
-    (directories in sorted order).
+def _database_files(names: set[str]) -> tuple[list[str], set[str]]:
+    """Returns the database base names among a folder's file names (ffindex pairs, MMseqs2 databases; not the
+    profile companions of HH-suite databases) and the file names they consume."""
+    from msaformer.data.databases import is_profile_ffindex
 
-    Raises:
-        AlignmentError: an input that does not exist, a pattern that matches nothing, a directory with no
-            alignment files, or no inputs at all.
-    """
-    excluded = Path(exclude).resolve() if exclude is not None else None
-    found: dict[Path, InputSource] = {}
+    bases, used = [], set()
+    for name in sorted(names):
+        if name.endswith(".ffindex") and name[: -len(".ffindex")] + ".ffdata" in names:
+            base = name[: -len(".ffindex")]
+            used.update((name, base + ".ffdata"))
+            if not is_profile_ffindex(base):
+                bases.append(base)
+        elif name.endswith(".dbtype") and name[: -len(".dbtype")] + ".index" in names:
+            base = name[: -len(".dbtype")]
+            used.update((name, base, base + ".index", base + ".lookup", base + ".source"))
+            bases.append(base)
+            k = 0
+            while f"{base}.{k}" in names:
+                used.add(f"{base}.{k}")
+                k += 1
+    return bases, used
 
-    def add(kind: str, path: Path, key: str) -> None:
-        found.setdefault(path.resolve(), InputSource(kind, path, key))
 
-    def scan(directory: Path, base: Path, label: str) -> int:
-        """Adds what a directory holds, keyed relative to ``base`` under ``label``."""
-        count = 0
+class _Expander:
+    """The state of one expansion: what has been taken so far, at the cost of the arguments (not the files)."""
+
+    def __init__(self, exclude, unique_keys: bool) -> None:
+        self.unique_keys = unique_keys
+        self.excluded = os.path.realpath(exclude) if exclude is not None else None
+        self.roots: list[str] = []  # directories scanned by earlier arguments (real paths)
+        self.files: set[str] = set()  # files named by earlier arguments and patterns (real paths)
+        self.keys: dict[str, str] = {}  # keys of files given directly -> path (two with one name are an error)
+
+    def claim(self, label: str, real: str) -> str:
+        """Returns ``label``, the key prefix of an argument's records, after checking that no other argument
+        has it (its keys would collide with ours: resume could not tell them apart)."""
+        other = self.keys.setdefault(label + "/", real)
+        if other != real and self.unique_keys:
+            raise AlignmentError(
+                f"inputs {other} and {real} would both be recorded as {label!r}; rename one, or give their "
+                "common parent directory"
+            )
+        return label
+
+    def _under_root(self, real: str) -> bool:
+        return any(real == root or real.startswith(root + os.sep) for root in self.roots)
+
+    def take(self, path: Path, text: str, base: Path | None = None, label: str | None = None) -> Iterator[InputSource]:
+        """The sources of one argument (or of one match of a pattern, keyed under ``base``)."""
+        from msaformer.data.databases import open_database
+
+        real = os.path.realpath(path)
+        if self._under_root(real) or real in self.files:
+            return  # reached twice: used the first time
+        database = open_database(path)
+        if database is not None:
+            self.files.add(real)
+            yield InputSource("database", path, self.claim(database.label, real) if base is None else
+                              f"{label}/{_strip_db(path).relative_to(base).as_posix()}")
+        elif path.is_dir():
+            if self.excluded is not None and real == self.excluded:
+                raise AlignmentError(f"input {text} is the output directory")
+            if base is None:
+                base, label = path, self.claim(_label(path), real)
+            if is_shard_dir(path):
+                self.files.add(real)
+                yield InputSource("shards", path, label if path == base else f"{label}/{path.relative_to(base).as_posix()}")
+                return
+            count = 0
+            for source in self.scan(path, real, base, label):
+                count += 1
+                yield source
+            self.roots.append(real)
+            if count == 0:
+                raise AlignmentError(
+                    f"{text}: no alignment files in this directory (looked for {', '.join(alignment_suffixes())}, "
+                    "optionally .gz, .tar / .tar.gz archives, and alignment databases)"
+                )
+        elif path.is_file():
+            self.files.add(real)
+            key = path.name if base is None else f"{label}/{path.relative_to(base).as_posix()}"
+            other = self.keys.setdefault(key, os.fspath(path))
+            if other != os.fspath(path) and self.unique_keys:
+                raise AlignmentError(
+                    f"inputs {other} and {path} would both be recorded as {key!r}; give their directories instead"
+                )
+            yield InputSource("file", path, key)
+        else:
+            raise AlignmentError(f"input not found: {text} (give alignment files, directories or glob patterns)")
+
+    def scan(self, directory: Path, real_dir: str, base: Path, label: str) -> Iterator[InputSource]:
+        """Yields what a directory holds, in sorted order, keyed relative to ``base`` under ``label``."""
+        from msaformer.data.databases import is_msa_database, open_database
+
+        def key(path: Path) -> str:
+            return f"{label}/{path.relative_to(base).as_posix()}"
+
+        def real(path: Path) -> str:
+            return real_dir + os.fspath(path)[len(os.fspath(directory)):]
+
         for top, dirs, files in os.walk(directory):
             here = Path(top)
             kept = []
             for name in sorted(dirs):
                 child = here / name
-                if name.startswith(".") or child.resolve() == excluded:
+                child_real = real(child)
+                if name.startswith(".") or child_real == self.excluded or self._under_root(child_real):
                     continue
                 if is_shard_dir(child):
-                    add("shards", child, f"{label}/{child.relative_to(base).as_posix()}")
-                    count += 1
+                    yield InputSource("shards", child, key(child))
                 else:
                     kept.append(name)
             dirs[:] = kept
-            for name in sorted(files):
-                if not name.startswith(".") and is_alignment_path(name):
-                    add("file", here / name, f"{label}/{(here / name).relative_to(base).as_posix()}")
-                    count += 1
-        return count
+            names = {n for n in files if not n.startswith(".")}
+            bases, used = _database_files(names)
+            if any(n.endswith(".db") for n in names):
+                database = open_database(here)  # an OpenFold alignment_db: *.db + super index
+                if database is not None:
+                    yield InputSource("database", here, key(here) if here != base else label)
+                    used.update(p.name for p in database.data_files + [database.index_file])
+            for name in bases:
+                if is_msa_database(here / name):  # not the sequence / profile databases beside it
+                    yield InputSource("database", here / name, key(here / name))
+            a3m = sorted(e.name for e in os.scandir(here / "a3m") if e.is_file()) if "a3m" in kept else []
+            chain = here.name if is_chain_dir(sorted(names), kept, a3m) else ""
+            if chain:
+                dirs[:] = [d for d in kept if d != "a3m"]  # its a3m/ folder is read here, with the chain's name
+            listing = [(here / n, n) for n in sorted(names - used)]
+            listing += [(here / "a3m" / n, n) for n in a3m if not n.startswith(".")] if chain else []
+            for path, name in listing:
+                if not is_alignment_path(name) or real(path) in self.files:
+                    continue
+                if chain:
+                    yield InputSource("file", path, key(path), record=f"{chain}/{name}",
+                                      chain=key(here) if here != base else label)
+                else:
+                    yield InputSource("file", path, key(path))
 
-    def take(path: Path, text: str, base: Path | None = None, label: str | None = None) -> None:
-        """Adds one argument (or one match of a pattern, keyed under ``base``)."""
-        if path.is_dir():
-            if excluded is not None and path.resolve() == excluded:
-                raise AlignmentError(f"input {text} is the output directory")
-            if base is None:
-                base, label = path, _label(path)
-            if is_shard_dir(path):
-                add("shards", path, label if path == base else f"{label}/{path.relative_to(base).as_posix()}")
-            elif scan(path, base, label) == 0:
-                raise AlignmentError(
-                    f"{text}: no alignment files in this directory (looked for {', '.join(alignment_suffixes())}, "
-                    "optionally .gz, and .tar / .tar.gz archives)"
-                )
-        elif path.is_file():
-            add("file", path, path.name if base is None else f"{label}/{path.relative_to(base).as_posix()}")
-        else:
-            raise AlignmentError(f"input not found: {text} (give alignment files, directories or glob patterns)")
 
+def _strip_db(path: Path) -> Path:
+    for suffix in (".ffindex", ".ffdata", ".index", ".dbtype"):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def iter_sources(inputs: Sequence[str | os.PathLike], *, exclude: str | os.PathLike | None = None,
+                 unique_keys: bool = False) -> Iterator[InputSource]:
+    """Yields the sources named by ``inputs`` (see the module docstring for the rules), in argument order
+    (directories in sorted order), streaming: what it keeps grows with the arguments, not with the files.
+
+    Raises:
+        AlignmentError: an input that does not exist, a pattern that matches nothing, a directory with no
+            alignment files, no inputs at all; with ``unique_keys`` (``preprocess``: keys are resume keys),
+            two inputs with one key.
+    """
+    expander = _Expander(exclude, unique_keys)
+    count = 0
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
@@ -258,22 +388,65 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], *, exclude: str | os.Path
                 raise AlignmentError(f"input pattern {text!r} matches no files")
             base = _fixed_prefix(text)
             for hit in matches:
-                take(Path(hit), hit, base, _label(base))
+                for source in expander.take(Path(hit), hit, base, _label(base)):
+                    count += 1
+                    yield source
         else:
-            take(path, text)
-    if not found:
+            for source in expander.take(path, text):
+                count += 1
+                yield source
+    if not count:
         raise AlignmentError("no inputs given: name alignment files, directories or shard directories")
-    return list(found.values())
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike], *, exclude: str | os.PathLike | None = None,
+                  unique_keys: bool = False) -> list[InputSource]:
+    """Returns :func:`iter_sources` as a list."""
+    return list(iter_sources(inputs, exclude=exclude, unique_keys=unique_keys))
+
+
+def _iter_database(path: Path) -> Iterator[tuple[str, str, Msa | None, str | None]]:
+    from msaformer.data.databases import close_handles, open_database
+
+    try:
+        db = open_database(path)
+    except MsaformerError as exc:
+        yield _label(path), str(path), None, _one_line(exc, str(path))
+        return
+    handles: dict = {}
+    try:
+        for entry in db.entries():
+            where = db.entry_source(entry)
+            try:
+                msas = db.parse(entry, db.read(entry, handles))
+            except MsaformerError as exc:
+                yield entry.key, where, None, _one_line(exc, where)
+                continue
+            for k, msa in enumerate(msas):
+                name = entry.key if len(msas) == 1 else f"{entry.key}#{k}"
+                if msa.depth == 0 or msa.length == 0:
+                    yield name, msa.source, None, "empty alignment"
+                else:
+                    yield name, msa.source, msa, None
+    finally:
+        close_handles(handles)
 
 
 def iter_inputs(inputs: Sequence[str | Path], *, exclude: str | os.PathLike | None = None) -> Iterator[InputItem]:
-    """Yields every alignment of the inputs, in order, one file (or shard record) read at a time."""
+    """Yields every alignment of the inputs, in order, one file (shard record, database entry) at a time."""
     ordinal = 0
-    for source in expand_inputs(inputs, exclude=exclude):
+    for source in iter_sources(inputs, exclude=exclude):
         path = source.path
-        records = _iter_shard_dir(path) if source.kind == "shards" else _read_file(path)
-        for name, source, msa, error in records:
-            yield InputItem(ordinal, name, source, msa, error)
+        if source.kind == "shards":
+            records = _iter_shard_dir(path)
+        elif source.kind == "database":
+            records = _iter_database(path)
+        else:
+            records = _read_file(path)
+            if source.record:
+                records = [(source.record + name[len(display_name(path)):], *rest) for name, *rest in records]
+        for name, where, msa, error in records:
+            yield InputItem(ordinal, name, where, msa, error)
             ordinal += 1
 
 

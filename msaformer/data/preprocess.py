@@ -28,10 +28,14 @@ import shutil
 import socket
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from msaformer.data.databases import DatabaseSlice
 from msaformer.data.msa import Msa
 from msaformer.data.shard_format import (
     COMPRESSIONS,
@@ -70,23 +74,31 @@ class TaskOptions:
     shard_size_records: int
     shard_size_bytes: int
     resume: bool
+    merge_per_chain: bool = False
 
 
 @dataclass(frozen=True)
 class InputRef:
-    """One input of a task: its key, where it is, its size and modification time when planned."""
+    """One input file of a task: its key, where it is, its size and modification time when planned, and for the
+    files of an OpenFold chain directory the record name (``chain/file``) and the chain's key."""
 
     key: str
     path: str
     size: int
     mtime_ns: int
+    record: str = ""
+    chain: str = ""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """One task: input files, or a slice of one database (``database``, its entries keyed ``label::key``)."""
+
     task: str  # 16 hex digits: names the task's files
     inputs: tuple[InputRef, ...]
     options: TaskOptions
+    database: DatabaseSlice | None = None
+    label: str = ""
 
 
 @dataclass
@@ -158,9 +170,47 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class _Unit:
+    """One input as a task reads it: a file, or a database entry."""
+
+    key: str  # the resume key
+    where: str  # the path (file) or ``database::key`` (entry), for messages and the inputs part
+    size: int
+    mtime_ns: int
+    record: str  # the record name ("" = from the query header)
+    chain: str  # the chain key ("" = none)
+    chain_name: str  # the record name of a merged chain
+    aliases: tuple[str, ...]
+    read: object  # () -> bytes (raises OSError / AlignmentError)
+    parse: object  # (bytes) -> list[Msa]
+
+
+def _units(spec: TaskSpec, handles: dict) -> Iterator[_Unit]:
+    """The inputs of a task, in order (a database slice's entries are read from the index by the worker)."""
+    dedup = spec.options.dedup
+    if spec.database is None:
+        for ref in spec.inputs:
+            def read(path=ref.path) -> bytes:
+                with open(path, "rb") as fh:
+                    return fh.read()
+            yield _Unit(ref.key, ref.path, ref.size, ref.mtime_ns, ref.record, ref.chain,
+                        ref.record.partition("/")[0], (), read, lambda data, path=ref.path: _parse_file(path, data, dedup))
+        return
+    db = spec.database.db
+    mtime = db.mtime_ns
+    for entry in spec.database.iter_entries():
+        aliases = tuple(a.partition("/")[0] for a in entry.aliases) if spec.options.merge_per_chain else entry.aliases
+        yield _Unit(f"{spec.label}::{entry.key}", db.entry_source(entry), entry.length, mtime, entry.key, entry.chain,
+                    entry.chain, aliases, lambda e=entry: db.read(e, handles),
+                    lambda data, e=entry: db.parse(e, data, dedup=dedup))  # fmt: skip
+
+
 def _unchanged(spec: TaskSpec) -> dict | None:
     """Returns the committed inputs part of this task if its inputs are the same as then, else None."""
     import pyarrow.parquet as pq
+
+    from msaformer.data.databases import close_handles
 
     part = Path(spec.options.out_dir) / INPUTS_DIR / f"{spec.task}.parquet"
     if not part.is_file():
@@ -170,15 +220,36 @@ def _unchanged(spec: TaskSpec) -> dict | None:
     except Exception:  # noqa: BLE001 - a damaged part: redo the task
         return None
     previous = {row["input"]: row for row in rows}
-    if set(previous) != {ref.key for ref in spec.inputs}:
-        return None
-    for ref in spec.inputs:
-        row = previous[ref.key]
-        if row["bytes"] != ref.size:
-            return None
-        if row["mtime_ns"] != ref.mtime_ns and _file_sha256(ref.path) != row["input_sha256"]:
-            return None
-    return {"rows": rows}
+    handles: dict = {}
+    try:
+        seen = 0
+        for unit in _units(spec, handles):
+            seen += 1
+            row = previous.get(unit.key)
+            if row is None or row["bytes"] != unit.size:
+                return None
+            if row["mtime_ns"] != unit.mtime_ns:
+                try:
+                    data = unit.read()
+                except (OSError, MsaformerError):
+                    return None
+                if hashlib.sha256(data).hexdigest() != row["input_sha256"]:
+                    return None
+        return {"rows": rows} if seen == len(previous) else None
+    finally:
+        close_handles(handles)
+
+
+def _merge(msas: list[Msa], name: str) -> Msa:
+    """One chain's alignments as one: the first one's query and rows, then the others' rows, exact duplicate rows
+    dropped (as OpenFold's training joins a chain's MSAs)."""
+    from msaformer.data.parsers import dedup_rows
+
+    first = msas[0]
+    merged = Msa(names=[n for m in msas for n in m.names], tokens=np.concatenate([m.tokens for m in msas]),
+                 deletions=np.concatenate([m.deletions for m in msas]), source=first.source,
+                 metadata=first.metadata)  # fmt: skip
+    return dedup_rows(merged)
 
 
 def run_task(spec: TaskSpec) -> TaskResult:
@@ -188,15 +259,16 @@ def run_task(spec: TaskSpec) -> TaskResult:
     :class:`~msaformer.errors.AlignmentError` naming it, and the task commits nothing.
     """
     from msaformer.data.chunks import encode_record
+    from msaformer.data.databases import close_handles
     from msaformer.data.shard_writer import InputRow, TaskWriter
 
     opts = spec.options
-    result = TaskResult(task=spec.task, inputs=len(spec.inputs))
+    result = TaskResult(task=spec.task)
     if opts.resume:
         previous = _unchanged(spec)
         if previous is not None:
-            result.skipped = True
             rows = previous["rows"]
+            result.skipped, result.inputs = True, len(rows)
             result.records = sum(r["n_records"] for r in rows)
             result.rejected = sum(r["status"] == "rejected" for r in rows)
             result.bytes_in = sum(r["bytes"] for r in rows)
@@ -204,52 +276,94 @@ def run_task(spec: TaskSpec) -> TaskResult:
     writer = TaskWriter(opts.out_dir, spec.task, compression=opts.compression,
                         shard_size_records=opts.shard_size_records, shard_size_bytes=opts.shard_size_bytes)
     rows: list[InputRow] = []
+    handles: dict = {}
+    chain: list[tuple[_Unit, str, list[Msa]]] = []  # the chain being gathered (--merge-per-chain)
+
+    def reject(unit: _Unit, sha: str, reason: str) -> None:
+        message = reason if unit.where in reason else f"{unit.where}: {reason}"
+        if opts.on_error == "fail":
+            raise AlignmentError(f"{message} (pass --on-error skip to go on without this input)")
+        rows.append(InputRow(unit.key, unit.where, sha, unit.size, unit.mtime_ns, 0, "rejected", message))
+        result.rejected += 1
+        result.first_rejection = result.first_rejection or message
+
+    def store(msas: list[Msa], unit: _Unit, sha: str, name: str, aliases: tuple[str, ...]) -> int:
+        if opts.max_seqs is not None:
+            msas = [_truncate(m, opts.max_seqs) for m in msas]
+        kept = [m for m in msas if m.depth >= opts.min_seqs]
+        for k, msa in enumerate(kept):
+            record = f"{name}#{k}" if name and len(msas) > 1 else name
+            writer.add(encode_record(msa, opts.compression, name=record or None), input_key=unit.key,
+                       input_sha256=sha, aliases=aliases)
+            result.rows += msa.depth
+        result.records += len(kept)
+        result.filtered += len(msas) - len(kept)
+        return len(kept)
+
+    def close_chain() -> None:
+        if not chain:
+            return
+        first, sha, msas = chain[0]
+        length = msas[0].length
+        joined = [msas]
+        for unit, unit_sha, more in chain[1:]:
+            bad = next((m for m in more if m.length != length), None)
+            if bad is not None:
+                reject(unit, unit_sha, f"its query has {bad.length} columns, the chain's first alignment "
+                       f"({first.where}) {length}; --merge-per-chain joins alignments of one query")
+                continue
+            joined.append(more)
+        n = store([_merge([m for ms in joined for m in ms], first.chain_name)], first, sha, first.chain_name,
+                  first.aliases)
+        merged = {id(ms) for ms in joined}
+        for unit, unit_sha, ms in chain:
+            if id(ms) in merged:
+                first_row = unit is first
+                rows.append(InputRow(unit.key, unit.where, unit_sha, unit.size, unit.mtime_ns, n if first_row else 0,
+                                     ("ok" if n else "filtered") if first_row else "merged"))  # fmt: skip
+        chain.clear()
+
     try:
-        for ref in spec.inputs:
+        for unit in _units(spec, handles):
+            result.inputs += 1
+            if chain and unit.chain != chain[0][0].chain:
+                close_chain()
             try:
-                with open(ref.path, "rb") as fh:
-                    data = fh.read()
+                data, reason = unit.read(), ""
             except OSError as exc:
                 data, reason = b"", f"cannot read: {exc.strerror or exc}"
-            else:
-                reason = ""
+            except MsaformerError as exc:
+                data, reason = b"", str(exc)
             sha = hashlib.sha256(data).hexdigest() if not reason else ""
             result.bytes_in += len(data)
             msas: list[Msa] = []
             if not reason:
                 try:
-                    msas = _parse_file(ref.path, data, opts.dedup)
+                    msas = unit.parse(data)
                     if not msas:
                         raise AlignmentError("no alignment found")
                 except MsaformerError as exc:
                     reason = str(exc)
-                except Exception as exc:  # a parser bug must not take down a long run; report it with the file
+                except Exception as exc:  # a parser bug must not take down a long run; report it with the input
                     reason = f"unexpected {type(exc).__name__} while parsing: {exc}"
             del data
             if reason:
-                message = reason if ref.path in reason else f"{ref.path}: {reason}"
-                if opts.on_error == "fail":
-                    raise AlignmentError(f"{message} (pass --on-error skip to go on without this input)")
-                rows.append(InputRow(ref.key, ref.path, sha, ref.size, ref.mtime_ns, 0, "rejected", message))
-                result.rejected += 1
-                result.first_rejection = result.first_rejection or message
+                reject(unit, sha, reason)
                 continue
-            if opts.max_seqs is not None:
-                msas = [_truncate(m, opts.max_seqs) for m in msas]
-            kept = [m for m in msas if m.depth >= opts.min_seqs]
-            for msa in kept:
-                writer.add(encode_record(msa, opts.compression), input_key=ref.key, input_sha256=sha)
-                result.rows += msa.depth
             result.parsed += 1
-            result.records += len(kept)
-            result.filtered += len(msas) - len(kept)
-            status = "ok" if kept else "filtered"
-            rows.append(InputRow(ref.key, ref.path, sha, ref.size, ref.mtime_ns, len(kept), status))
+            if opts.merge_per_chain and unit.chain:
+                chain.append((unit, sha, msas))
+                continue
+            n = store(msas, unit, sha, unit.record, unit.aliases)
+            rows.append(InputRow(unit.key, unit.where, sha, unit.size, unit.mtime_ns, n, "ok" if n else "filtered"))
+        close_chain()
         result.shards = len(writer.commit(rows))
         result.bytes_out = writer.bytes_written
     except BaseException:
         writer.abort()
         raise
+    finally:
+        close_handles(handles)
     return result
 
 
@@ -261,43 +375,150 @@ def task_id(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+class _TaskId:
+    """:func:`task_id` of keys added one at a time (a database slice's keys are never held together)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._first = True
+
+    def add(self, key: str) -> None:
+        self._digest.update((key if self._first else "\n" + key).encode("utf-8", "surrogateescape"))
+        self._first = False
+
+    def hex(self) -> str:
+        return self._digest.hexdigest()[:16]
+
+
 def _is_boundary(key: str) -> bool:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % BOUNDARY_EVERY == 0
 
 
-def plan_tasks(refs: Sequence[InputRef], task_bytes: int, options: TaskOptions) -> Iterator[TaskSpec]:
-    """Yields the tasks of ``refs`` (in input order): consecutive inputs, cut after an input whose key hashes to
-    a boundary once the task holds ``task_bytes``, or at ``4 x task_bytes`` (see the module docstring)."""
+def _cut(size: int, key: str, task_bytes: int) -> bool:
+    """Whether a task closes after an input of ``key``, holding ``size`` bytes: the content-defined rule."""
+    return (size >= task_bytes and _is_boundary(key)) or size >= 4 * task_bytes
+
+
+def plan_tasks(refs: Iterable[InputRef], task_bytes: int, options: TaskOptions) -> Iterator[TaskSpec]:
+    """Yields the tasks of input files (in input order): consecutive inputs, cut by :func:`_cut` after an input,
+    never inside an OpenFold chain (its files stay in one task, for ``--merge-per-chain``)."""
     group: list[InputRef] = []
-    size = 0
+    size, due = 0, False
     for ref in refs:
+        if due and (not ref.chain or ref.chain != group[-1].chain):
+            yield TaskSpec(task_id([r.key for r in group]), tuple(group), options)
+            group, size, due = [], 0, False
         group.append(ref)
         size += ref.size
-        if (size >= task_bytes and _is_boundary(ref.key)) or size >= 4 * task_bytes:
-            yield TaskSpec(task_id([r.key for r in group]), tuple(group), options)
-            group, size = [], 0
+        due = due or _cut(size, ref.chain or ref.key, task_bytes)
     if group:
         yield TaskSpec(task_id([r.key for r in group]), tuple(group), options)
 
 
-def _refs(paths) -> list[InputRef]:
-    """Returns the inputs of a run; two inputs with the same key (their resume key) are an error."""
-    refs = []
-    seen: dict[str, str] = {}
-    for source in paths:
-        other = seen.setdefault(source.key, os.fspath(source.path))
-        if other != os.fspath(source.path):
-            raise AlignmentError(
-                f"inputs {other} and {source.path} would both be recorded as {source.key!r}; give their directories "
-                "instead"
-            )
-        try:
-            stat = source.path.stat()
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size, mtime = 0, 0  # reported by the task (cannot read)
-        refs.append(InputRef(source.key, os.fspath(source.path), size, mtime))
-    return refs
+def plan_database(db, label: str, task_bytes: int, options: TaskOptions) -> Iterator[TaskSpec]:
+    """Yields the tasks of a database: runs of index lines (ffindex, MMseqs2) or of whole chains (alignment_db)
+    of about ``task_bytes`` of entries, cut by the same content-defined rule as files, streaming the index."""
+    from msaformer.data.databases import DatabaseSlice, scan_index
+
+    size, ident, start = 0, _TaskId(), 0
+    if db.kind != "alignment_db":
+        position = 0
+        for key, length, position in scan_index(db):
+            ident.add(f"{label}::{key}")
+            size += length
+            if _cut(size, key, task_bytes):
+                yield TaskSpec(ident.hex(), (), options, DatabaseSlice(db, start, position), label)
+                size, ident, start = 0, _TaskId(), position
+        if size or not ident._first:
+            yield TaskSpec(ident.hex(), (), options, DatabaseSlice(db, start, position), label)
+        return
+    group: list = []
+    for entry in db.entries():
+        if group and size and entry.chain != group[-1].chain and _cut(size, group[-1].chain, task_bytes):
+            yield TaskSpec(ident.hex(), (), options, DatabaseSlice(db, entries=tuple(group)), label)
+            group, size, ident = [], 0, _TaskId()
+        group.append(entry)
+        ident.add(f"{label}::{entry.key}")
+        size += entry.length
+    if group:
+        yield TaskSpec(ident.hex(), (), options, DatabaseSlice(db, entries=tuple(group)), label)
+
+
+def _file_ref(source) -> InputRef:
+    try:
+        stat = source.path.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size, mtime = 0, 0  # reported by the task (cannot read)
+    return InputRef(source.key, os.fspath(source.path), size, mtime, source.record, source.chain)
+
+
+def key_hash(key: str) -> int:
+    """A 64-bit hash of an input key: the client remembers the keys of a run as these (8 bytes each)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+@dataclass
+class _Plan:
+    """What the client keeps of a run's inputs while it plans: 8 bytes per input file, a name per database."""
+
+    file_keys: array = field(default_factory=lambda: array("Q"))
+    databases: set = field(default_factory=set)
+    tasks: list = field(default_factory=list)
+
+
+def _plan_all(sources: Iterable, task_bytes: int, options: TaskOptions, plan: _Plan) -> Iterator[TaskSpec]:
+    """Yields the tasks of every source in order, streaming: runs of files, and the slices of each database."""
+    from msaformer.data.databases import open_database
+
+    sources = iter(sources)
+    held: list = []  # the database that ended a run of files
+
+    def run_of_files() -> Iterator[InputRef]:
+        for source in sources:
+            if source.kind != "file":
+                held.append(source)
+                return
+            plan.file_keys.append(key_hash(source.key))
+            yield _file_ref(source)
+
+    while True:
+        for spec in plan_tasks(run_of_files(), task_bytes, options):
+            plan.tasks.append(spec.task)
+            yield spec
+        if not held:
+            return
+        source = held.pop()
+        if source.kind != "database":
+            raise AlignmentError(f"{source.path} is a shard directory; preprocess reads alignment files "
+                                 "(msaformer export writes a shard directory back as A3M)")
+        plan.databases.add(source.key)
+        for spec in plan_database(open_database(source.path), source.key, task_bytes, options):
+            plan.tasks.append(spec.task)
+            yield spec
+
+
+def survey(sources: Iterable) -> tuple[int, int]:
+    """Returns (inputs, bytes) of the sources: files and database entries, for the progress total and task
+    sizes (a walk over the inputs that keeps nothing)."""
+    from msaformer.data.databases import count_entries, open_database
+
+    count = size = 0
+    for source in sources:
+        if source.kind == "database":
+            db = open_database(source.path)
+            count += count_entries(db)
+            size += db.data_bytes
+        elif source.kind == "file":
+            count += 1
+            try:
+                size += source.path.stat().st_size
+            except OSError:
+                pass
+        else:
+            raise AlignmentError(f"{source.path} is a shard directory; preprocess reads alignment files "
+                                 "(msaformer export writes a shard directory back as A3M)")
+    return count, size
 
 
 # ------------------------------------------------------------------------------------ directory handling
@@ -378,10 +599,22 @@ def _remove_task(out: Path, task: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _drop_superseded(out: Path, planned: set[str], keys: set[str]) -> None:
-    """Removes committed tasks that this run's tasks replace: those not planned now that hold an input of
-    this run (its file changed, or the task boundaries moved). Tasks of inputs not given this time stay."""
+def _drop_superseded(out: Path, plan: _Plan) -> None:
+    """Removes committed tasks that this run's tasks replace: those not planned now that hold an input of this
+    run (its file changed, or the task boundaries moved) or an entry of a database given again. Tasks of inputs
+    not given this time stay."""
     import pyarrow.parquet as pq
+
+    planned = set(plan.tasks)
+    keys = np.sort(np.frombuffer(plan.file_keys, dtype=np.uint64)) if len(plan.file_keys) else np.zeros(0, np.uint64)
+
+    def given(key: str) -> bool:
+        label, sep, _ = key.partition("::")
+        if sep:
+            return label in plan.databases
+        h = np.uint64(key_hash(key))
+        i = int(np.searchsorted(keys, h))
+        return i < len(keys) and keys[i] == h
 
     for task in committed_tasks(out):
         if task in planned:
@@ -390,7 +623,7 @@ def _drop_superseded(out: Path, planned: set[str], keys: set[str]) -> None:
             held = pq.read_table(out / INPUTS_DIR / f"{task}.parquet", columns=["input"]).column("input").to_pylist()
         except Exception:  # noqa: BLE001 - damaged: it cannot be trusted anyway
             held = None
-        if held is None or keys.intersection(held):
+        if held is None or any(given(key) for key in held):
             _remove_task(out, task)
 
 
@@ -445,6 +678,7 @@ def preprocess(
     resume: bool = False,
     overwrite: bool = False,
     compression: str = "gzip",
+    merge_per_chain: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PreprocessResult:
     """Parses ``inputs`` into shards under ``out_dir``; returns the run's summary.
@@ -460,11 +694,14 @@ def preprocess(
             (default ``out_dir/rejected.csv``).
         resume: skip tasks already committed to ``out_dir`` whose inputs are unchanged.
         overwrite: replace what ``out_dir`` holds.
+        merge_per_chain: join the alignments of each OpenFold chain (a chain directory's files, an alignment_db
+            chain's members) into one record named after the chain: the first one's query, all rows, exact
+            duplicate rows dropped.
         progress: called as tasks finish (see :mod:`msaformer.progress`).
     """
     from msaformer import __version__
     from msaformer.data.engine import default_workers, run_tasks
-    from msaformer.data.inputs import expand_inputs
+    from msaformer.data.inputs import iter_sources
 
     if compression not in COMPRESSIONS:
         raise MsaformerError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
@@ -484,18 +721,13 @@ def preprocess(
     if out.exists() and not out.is_dir():
         raise ShardError(f"--out {out} is a file; give a directory for the shards")
     workers = workers if workers > 0 else default_workers()
-    sources = expand_inputs(inputs, exclude=out)
-    shard_dirs = [s.path for s in sources if s.kind != "file"]
-    if shard_dirs:
-        raise AlignmentError(f"{shard_dirs[0]} is a shard directory; preprocess reads alignment files "
-                             "(msaformer export writes a shard directory back as A3M)")
-    refs = _refs(sources)
-    total = sum(r.size for r in refs)
+    n_inputs, total = survey(iter_sources(inputs, exclude=out, unique_keys=True))  # also: every input exists, before anything is made
     # a small corpus gets smaller tasks, so that every worker has some
     task_bytes = max(1, min(task_bytes, total // (4 * workers) if workers > 1 else task_bytes))
     options = TaskOptions(os.fspath(out), max_seqs, min_seqs, dedup, compression, on_error, shard_size,
-                          shard_size_bytes, resume)
-    settings = {"compression": compression, "max_seqs": max_seqs, "min_seqs": min_seqs, "dedup": dedup}
+                          shard_size_bytes, resume, merge_per_chain)
+    settings = {"compression": compression, "max_seqs": max_seqs, "min_seqs": min_seqs, "dedup": dedup,
+                "merge_per_chain": merge_per_chain}
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -503,16 +735,11 @@ def preprocess(
     try:
         with DirectoryLock(out):
             _prepare(out, settings, resume=resume, overwrite=overwrite, version=__version__)
-            counter = Counter("preprocess", "files", progress, total=len(refs))
+            counter = Counter("preprocess", "inputs", progress, total=n_inputs)
             totals = TaskResult(task="")
             skipped = [0]
-            planned: list[str] = []
+            plan = _Plan()
             earlier = committed_tasks(out)
-
-            def specs() -> Iterator[TaskSpec]:
-                for spec in plan_tasks(refs, task_bytes, options):
-                    planned.append(spec.task)
-                    yield spec
 
             def collect(result: TaskResult) -> None:
                 for name in ("inputs", "parsed", "rejected", "records", "filtered", "rows", "bytes_in", "bytes_out",
@@ -522,12 +749,14 @@ def preprocess(
                 mb_s = totals.bytes_in / 1e6 / max(counter.seconds, 1e-9)
                 counter.advance(result.inputs, detail=f"{totals.records:,} records  {mb_s:.1f} MB/s")
 
+            specs = _plan_all(iter_sources(inputs, exclude=out, unique_keys=True), task_bytes, options, plan)
             try:
-                run_tasks(run_task, specs(), workers=workers, scheduler=scheduler, on_result=collect,
+                run_tasks(run_task, specs, workers=workers, scheduler=scheduler, on_result=collect,
                           key=lambda spec: f"msaformer-preprocess-{spec.task}-{os.getpid()}")
-                _drop_superseded(out, set(planned), {r.key for r in refs})
+                _drop_superseded(out, plan)
             finally:  # also after an error: the tasks that did commit keep their input order
-                write_task_order(out, planned + [t for t in earlier if t not in set(planned)])
+                planned = set(plan.tasks)
+                write_task_order(out, plan.tasks + [t for t in earlier if t not in planned])
             _remove_debris(out)
             report_path = Path(report) if report is not None else out / REJECTED_FILE
             rejected = _write_report(out, report_path) if on_error == "skip" else 0
@@ -535,9 +764,9 @@ def preprocess(
         if created and not committed_tasks(out):
             shutil.rmtree(out, ignore_errors=True)  # a run that committed nothing leaves nothing behind
     return PreprocessResult(
-        out_dir=out, inputs=len(refs), parsed=totals.parsed, skipped=skipped[0], rejected=rejected,
+        out_dir=out, inputs=totals.inputs, parsed=totals.parsed, skipped=skipped[0], rejected=rejected,
         records=totals.records, filtered=totals.filtered, rows=totals.rows, bytes_in=totals.bytes_in,
-        bytes_out=totals.bytes_out, shards=totals.shards, tasks=len(planned), seconds=time.perf_counter() - start,
+        bytes_out=totals.bytes_out, shards=totals.shards, tasks=len(plan.tasks), seconds=time.perf_counter() - start,
         report=report_path if rejected else None,
     )  # fmt: skip
 
@@ -572,7 +801,7 @@ def _prepare(out: Path, settings: dict, *, resume: bool, overwrite: bool, versio
 
 def write_msas(
     out_dir: str | os.PathLike,
-    msas: Sequence[Msa],
+    msas: Iterable[Msa],
     *,
     compression: str = "gzip",
     shard_size_records: int = 4096,
@@ -585,24 +814,37 @@ def write_msas(
     The Python-side twin of ``msaformer preprocess`` for alignments that do not come from files: the result
     reads with :class:`~msaformer.data.shards.ShardReader` and trains like any other shard directory.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ShardError(f"{out} is a file; give a directory for the shards")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"compression": compression, "max_seqs": None, "min_seqs": 1, "dedup": False, "merge_per_chain": False}
+    try:
+        return _write_msas(out, msas, settings, compression, shard_size_records, shard_size_bytes, input_key,
+                           overwrite)
+    finally:
+        if created and not committed_tasks(out):
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _write_msas(out: Path, msas, settings, compression, shard_size_records, shard_size_bytes, input_key,
+                overwrite) -> list[str]:
     from msaformer import __version__
     from msaformer.data.chunks import encode_record
     from msaformer.data.shard_writer import InputRow, TaskWriter
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ShardError(f"{out} is a file; give a directory for the shards")
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"compression": compression, "max_seqs": None, "min_seqs": 1, "dedup": False}
     with DirectoryLock(out):
         _prepare(out, settings, resume=False, overwrite=overwrite, version=__version__)
         task = task_id([input_key])
         writer = TaskWriter(out, task, compression=compression, shard_size_records=shard_size_records,
                             shard_size_bytes=shard_size_bytes)
         try:
-            for msa in msas:
+            count = 0
+            for msa in msas:  # any iterable: a generator is written as it comes
                 writer.add(encode_record(msa, compression), input_key=input_key, input_sha256="")
-            names = writer.commit([InputRow(input_key, "", "", 0, 0, len(msas), "ok")])
+                count += 1
+            names = writer.commit([InputRow(input_key, "", "", 0, 0, count, "ok")])
         except BaseException:
             writer.abort()
             raise

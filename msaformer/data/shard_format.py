@@ -46,7 +46,8 @@ CHUNK_BYTES = 1 << 16
 NAMES_CHUNK_BYTES = 1 << 14
 COMPRESSIONS = ("gzip", "none")
 
-INDEX_COLUMNS = ("shard", "record", "name", "source", "input", "input_sha256", "n_seq", "n_res", "hash")
+INDEX_COLUMNS = ("shard", "record", "name", "source", "input", "input_sha256", "n_seq", "n_res", "hash", "hash_key",
+                 "aliases")
 INPUTS_COLUMNS = ("input", "path", "input_sha256", "bytes", "mtime_ns", "n_records", "status", "reason")
 
 _SHARD_RE = re.compile(r"^msa-([0-9a-f]{16})-(\d{3,})\.h5$")
@@ -60,8 +61,14 @@ def index_schema():
     return pa.schema([
         ("shard", pa.string()), ("record", pa.int32()), ("name", pa.string()), ("source", pa.string()),
         ("input", pa.string()), ("input_sha256", pa.string()), ("n_seq", pa.int32()), ("n_res", pa.int32()),
-        ("hash", pa.string()),
+        ("hash", pa.string()), ("hash_key", pa.uint64()), ("aliases", pa.list_(pa.string())),
     ])  # fmt: skip
+
+
+def hash_key(content_hash: str) -> int:
+    """Returns the first 64 bits of a hex content hash: the index's numeric stand-in for it (train / validation
+    splits read it without holding any string)."""
+    return int(content_hash[:16], 16)
 
 
 def inputs_schema():

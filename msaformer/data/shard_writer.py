@@ -32,6 +32,7 @@ from msaformer.data.shard_format import (
     INPUTS_COLUMNS,
     INPUTS_DIR,
     NAMES_CHUNK_BYTES,
+    hash_key,
     index_schema,
     inputs_schema,
     shard_name,
@@ -160,13 +161,14 @@ class TaskWriter:
         self._file = None
         self._done: list[Path] = []  # finished shards, under their temporary names
         self._rows: list[tuple] = []  # index rows (shard number in place of the name until commit)
-        self._records: list[tuple[EncodedRecord, str, str]] = []
+        self._records: list[tuple[EncodedRecord, str, str, list[str]]] = []
         self._cells = 0
         self.bytes_written = 0
 
     # -- writing ---------------------------------------------------------------------------------
-    def add(self, record: EncodedRecord, *, input_key: str, input_sha256: str) -> None:
-        """Adds one alignment encoded by :func:`msaformer.data.chunks.encode_record`."""
+    def add(self, record: EncodedRecord, *, input_key: str, input_sha256: str, aliases: tuple[str, ...] = ()) -> None:
+        """Adds one alignment encoded by :func:`msaformer.data.chunks.encode_record` (``aliases``: other names of
+        the same alignment, kept in the index)."""
         if record.compression != self.compression:
             raise ValueError(f"record encoded with {record.compression!r}, writer uses {self.compression!r}")
         if self._file is None:
@@ -175,7 +177,7 @@ class TaskWriter:
         self._deletions.append(record.deletions)  # same sizes, so the same offset as the tokens
         self._names_offset.append(self._names.append(record.names))
         self._names_length.append(record.names.n_bytes)
-        self._records.append((record, input_key, input_sha256))
+        self._records.append((record, input_key, input_sha256, list(aliases)))
         self._cells += record.n_seq * record.n_res
         if len(self._records) >= self.shard_size_records or self._cells >= self.shard_size_bytes:
             self._close_shard()
@@ -194,7 +196,7 @@ class TaskWriter:
     def _close_shard(self) -> None:
         import h5py
 
-        f, records = self._file, [r for r, _, _ in self._records]
+        f, records = self._file, [r for r, *_ in self._records]
         for array in (self._tokens, self._deletions, self._names):
             array.finish()
         group = f.create_group("records")
@@ -203,8 +205,8 @@ class TaskWriter:
             "name": [r.name for r in records],
             "source": [r.source for r in records],
             "metadata": [r.metadata for r in records],
-            "input": [key for _, key, _ in self._records],
-            "input_sha256": [sha for _, _, sha in self._records],
+            "input": [key for _, key, _, _ in self._records],
+            "input_sha256": [sha for _, _, sha, _ in self._records],
         }
         for column, values in columns.items():
             clean = [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values]
@@ -225,8 +227,8 @@ class TaskWriter:
         f.close()
         self._file = None
         k = len(self._done)
-        for i, (r, key, sha) in enumerate(self._records):
-            self._rows.append((k, i, r.name, r.source, key, sha, r.n_seq, r.n_res, r.hash))
+        for i, (r, key, sha, aliases) in enumerate(self._records):
+            self._rows.append((k, i, r.name, r.source, key, sha, r.n_seq, r.n_res, r.hash, hash_key(r.hash), aliases))
         self._done.append(self._tmp_path)
         self._records, self._cells = [], 0
 

@@ -136,14 +136,12 @@ class ShardReader:
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        import pyarrow.compute as pc
-
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise ShardError(f"{self.directory}: not a directory; run msaformer preprocess INPUTS --out DIR first")
         if read_manifest(self.directory) is None:
             raise ShardError(f"{self.directory}: not a shard directory written by msaformer preprocess (no {MANIFEST_FILE})")
-        table = read_index(self.directory, ["shard", "record", "n_seq", "n_res", "hash"])
+        table = read_index(self.directory, ["shard", "record", "n_seq", "n_res", "hash_key"])
         shard = table.column("shard").combine_chunks().dictionary_encode()
         self._shards = [str(s) for s in shard.dictionary.to_pylist()]
         for name in self._shards:
@@ -153,11 +151,7 @@ class ShardReader:
         self._records = table.column("record").to_numpy().astype(np.int32)
         self.n_seq = table.column("n_seq").to_numpy().astype(np.int32)
         self.n_res = table.column("n_res").to_numpy().astype(np.int32)
-        prefix = pc.utf8_slice_codeunits(table.column("hash"), 0, 16).to_pylist()
-        try:
-            self.hash_key = np.array([int(h, 16) for h in prefix], dtype=np.uint64)
-        except (TypeError, ValueError):
-            raise ShardError(f"{self.directory}: the index holds a malformed content hash; re-run msaformer preprocess") from None
+        self.hash_key = table.column("hash_key").to_numpy().astype(np.uint64)
         self._index = None
         self._checked: set[int] = set()
         self._pid = None

@@ -32,15 +32,18 @@ class DistInfo:
 
 
 @contextlib.contextmanager
-def quiet_stdout():
-    """Keeps what third-party code prints off stdout (stdout is for data); shows it on stderr with --verbose."""
+def quiet_third_party():
+    """Keeps what third-party code prints (log lines, tqdm bars) off stdout, which is for data, and off stderr;
+    shows it on stderr with ``msaformer --verbose``."""
     from msaformer.progress import verbose
 
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield
-    if verbose() and buffer.getvalue():
-        sys.stderr.write(buffer.getvalue())
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        if verbose() and buffer.getvalue():
+            sys.stderr.write(buffer.getvalue())
 
 
 def import_deepspeed():
@@ -55,7 +58,7 @@ def import_deepspeed():
     if not torch.cuda.is_available():
         # Without this DeepSpeed probes for accelerators and may pick one that cannot run here.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    with quiet_stdout():
+    with quiet_third_party():
         import deepspeed
         import deepspeed.ops
     from deepspeed.utils import logger

@@ -39,12 +39,12 @@ def consolidated_state_dict(run_dir: str | Path, tag: str | None = None) -> tupl
     if stage == 0:
         module = states["module"]
         return plain_names({k: (v.float() if v.is_floating_point() else v).detach() for k, v in module.items()}), tag
-    from msaformer.train.distributed import import_deepspeed, quiet_stdout
+    from msaformer.train.distributed import import_deepspeed, quiet_third_party
 
     import_deepspeed()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    with quiet_stdout():  # "Processing zero checkpoint ...": shown on stderr with --verbose only
+    with quiet_third_party():  # "Processing zero checkpoint ...", a tqdm bar: shown with --verbose only
         state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
     # ZeRO-3 records parameters under their named_parameters() names, checkpoint-wrapper prefix included
     return plain_names({k: v.detach() for k, v in state.items()}), tag
