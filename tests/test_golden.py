@@ -27,7 +27,7 @@ def _key(row: dict) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[ShardReader, object]:
     out = tmp_path_factory.mktemp("golden") / "shards"
-    result = preprocess([DATA], out, on_error="skip", workers=1, shard_size=7)
+    result = preprocess([DATA], out, on_error="skip", workers=1, shard_size=7, task_bytes=1 << 30)  # one task
     return ShardReader(out), result
 
 

@@ -246,3 +246,31 @@ def test_killed_run_resumes_with_only_unfinished_tasks(tree, many):
     clean = preprocess([many], tree / "clean", task_bytes=3000)
     assert ShardReader(out).index["hash"].tolist() == ShardReader(tree / "clean").index["hash"].tolist()
     assert clean.records == 40 and not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_default_task_size_depends_on_the_corpus_not_the_workers(tree, many):
+    from msaformer.data.preprocess import MIN_TASK_BYTES, TASK_BYTES, auto_task_bytes
+
+    assert auto_task_bytes(0) == auto_task_bytes(50 << 20) == MIN_TASK_BYTES
+    assert auto_task_bytes(1 << 40) == TASK_BYTES and auto_task_bytes(200 << 20) == 2 << 20
+    assert auto_task_bytes(130 << 20) == auto_task_bytes(150 << 20)  # a corpus that grows a little keeps its plan
+    one = preprocess([many], tree / "w1", workers=1)
+    two = preprocess([many], tree / "w1", workers=2, resume=True)
+    assert two.skipped == 40 and two.tasks == one.tasks
+
+
+def test_resume_with_on_error_fail_stops_at_inputs_an_earlier_run_skipped(tree):
+    preprocess([tree / "in", tree / "bad.a3m"], tree / "out", on_error="skip")
+    with pytest.raises(AlignmentError, match="bad.a3m"):
+        preprocess([tree / "in", tree / "bad.a3m"], tree / "out", resume=True)
+
+
+def test_overwrite_clears_a_directory_of_the_earlier_layout(tree):
+    old = tree / "old"
+    old.mkdir()
+    for name in ("index.csv", "inputs.csv", "msa-00000.h5"):
+        (old / name).write_text("x")
+    with pytest.raises(ShardError, match="holds other files"):
+        preprocess([tree / "in"], old)
+    assert preprocess([tree / "in"], old, overwrite=True).records == 3
+    assert sorted(p.name for p in old.iterdir() if p.suffix == ".csv") == []

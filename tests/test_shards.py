@@ -319,7 +319,7 @@ def test_failed_task_writes_nothing_and_a_rerun_replaces_only_its_own_files(tmp_
 
 def test_write_refuses_a_used_directory_and_overwrite_replaces_it(tmp_path, msas):
     write(tmp_path, msas[:2])
-    with pytest.raises(ShardError, match="--resume"):
+    with pytest.raises(ShardError, match="already holds shards; pass overwrite=True"):
         write(tmp_path, msas[2:3])
     write(tmp_path, msas[2:3], overwrite=True)
     reader = ShardReader(tmp_path)

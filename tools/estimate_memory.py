@@ -2,7 +2,7 @@
 
 Runs the same iteration as ``tools/bench_trunk.py`` (training: bf16-autocast forward, fp32 loss, backward,
 AdamW step; inference: no-grad forward, optionally with contacts) on the ``meta`` device under
-:mod:`msaformer.model.memory`'s tracker, and prints the estimated ``torch.cuda.max_memory_allocated`` per
+:mod:`msaformer.train.memory`'s tracker, and prints the estimated ``torch.cuda.max_memory_allocated`` per
 case beside fair-esm's published H100 measurements (the issue's figures), which calibrate the estimator.
 Takes seconds per case: nothing is computed.
 

@@ -25,15 +25,20 @@ class Compression(str, enum.Enum):
 
 
 def preprocess(
-    inputs: List[str] = typer.Argument(..., help="Alignment files, directories (searched recursively) or glob patterns.",
+    inputs: List[str] = typer.Argument(..., help="Alignment files, directories (searched recursively), glob "
+                                       "patterns, and databases: HH-suite ffindex (X, X.ffdata or X.ffindex), MMseqs2 "
+                                       "(DB or DB.index), OpenFold alignment_db (its folder or super index).",
                                        show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the shards and their index."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes of the local Dask cluster (1 = run in "
                                 "this process, 0 = one per CPU core, at most 8)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS", help="Run on an existing Dask "
                                             "cluster: its scheduler's tcp:// address or scheduler file."),
-    task_size: str = typer.Option("64M", "--task-size", metavar="BYTES", help="Input bytes per task (K, M, G "
-                                  "suffixes); a task commits its own shards."),
+    task_size: Optional[str] = typer.Option(None, "--task-size", metavar="BYTES", help="Input bytes per task (K, "
+                                            "M, G suffixes); a task commits its own shards. Default: about 1/64 of "
+                                            "the corpus, a power of two from 1M to 64M."),
+    merge_per_chain: bool = typer.Option(False, "--merge-per-chain", help="Join each OpenFold chain's alignments "
+                                         "(a chain directory's files, an alignment_db chain) into one record."),
     shard_size: int = typer.Option(4096, "--shard-size", help="Records per shard file."),
     max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help="Keep the query and the first K-1 rows."),
     min_seqs: int = typer.Option(1, "--min-seqs", help="Drop alignments with fewer rows (after --dedup/--max-seqs)."),
@@ -48,14 +53,16 @@ def preprocess(
                                            help="gzip: HDF5 deflate, compressed by the workers; none: raw chunks."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Parse alignments (A3M, A2M, aligned FASTA, Stockholm; .gz, .tar) into HDF5 shards."""
+    """Parse alignments (A3M, A2M, aligned FASTA, Stockholm; .gz, .tar; ffindex, MMseqs2 and OpenFold
+    databases) into HDF5 shards."""
     from msaformer.data.preprocess import preprocess as run_preprocess
 
     with progress_bar(not quiet) as progress:
         result = run_preprocess(
-            inputs, out, workers=workers, scheduler=scheduler, task_bytes=parse_size(task_size, "--task-size"),
+            inputs, out, workers=workers, scheduler=scheduler, task_bytes=parse_size(task_size, "--task-size") if task_size else None,
             shard_size=shard_size, max_seqs=max_seqs, min_seqs=min_seqs, dedup=dedup, on_error=on_error.value,
-            report=report, resume=resume, overwrite=overwrite, compression=compression.value, progress=progress,
+            report=report, resume=resume, overwrite=overwrite, compression=compression.value,
+            merge_per_chain=merge_per_chain, progress=progress,
         )  # fmt: skip
     _print_summary(result)
 
@@ -105,7 +112,8 @@ def _print_summary(result) -> None:
 def inspect(
     directory: Path = typer.Argument(..., help="A shard directory written by msaformer preprocess."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    records: bool = typer.Option(False, "--records", help="List every record (TSV: name, source, n_seq, n_res, shard)."),
+    records: bool = typer.Option(False, "--records", help="List every record (TSV: name, source, n_seq, n_res, shard, "
+                                 "record, hash)."),
 ) -> None:
     """Summarize a shard directory: records, rows, length and depth distributions, shards, bytes."""
     from msaformer.data.shards import ShardReader, summarize

@@ -16,7 +16,7 @@ def __getattr__(name):  # PEP 562
         from msaformer.data import parsers
 
         return getattr(parsers, name)
-    if name in ("ShardReader", "ShardWriter"):
+    if name == "ShardReader":
         from msaformer.data import shards
 
         return getattr(shards, name)

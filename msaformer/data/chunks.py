@@ -167,7 +167,7 @@ class EncodedRecord:
     """One alignment ready to be written: its index fields and its encoded arrays.
 
     Made by :func:`encode_record` (in a parser worker, so compression runs in parallel); written by
-    :meth:`ShardWriter.add_encoded`, which only packs small pieces.
+    :meth:`~msaformer.data.shard_writer.TaskWriter.add`, which only packs small pieces.
     """
 
     name: str

@@ -43,7 +43,7 @@ class InputItem:
         name: a human name: the file name without alignment suffixes (``1a3a_1_A``; for an archive member,
             the member's), plus ``#k`` for the k-th block of a multi-block file, or the shard record's name.
         source: where it came from: the file path, or for a shard record its original source followed by
-            ``(shard_dir/msa-00000.h5[record])``.
+            ``(shard_dir/msa-<task>-000.h5[record])``; for a database entry ``database::key``.
         msa: the alignment; ``None`` when ``error`` is set.
         error: one line saying why the alignment cannot be used (without the source, which the caller
             prefixes); ``None`` when it is fine.

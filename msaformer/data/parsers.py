@@ -41,6 +41,7 @@ __all__ = [
     "detect_format",
     "is_alignment_path",
     "parse_alignment",
+    "parse_file_bytes",
     "read_alignments",
 ]
 
@@ -215,9 +216,15 @@ def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa
         raise AlignmentError(f"{where}: is a directory, not an alignment file") from None
     except OSError as exc:
         raise AlignmentError(f"{where}: cannot read file ({exc.strerror or _one_line(exc)})") from None
+    return parse_file_bytes(raw, where, dedup=dedup)
+
+
+def parse_file_bytes(raw: bytes, where: str, *, dedup: bool = False) -> list[Msa]:
+    """Returns the alignments of a file's bytes as :func:`read_alignments` reads them (``where``: its path,
+    whose name decides the format and the tar case when the content does not)."""
     if raw[:2] == b"\x1f\x8b":
         raw = _decompress(raw, where)
-    if raw[257:262] == b"ustar" or _is_tar_name(path.name.lower()):
+    if raw[257:262] == b"ustar" or _is_tar_name(Path(where).name.lower()):
         return _read_tar(raw, where, dedup)
     return parse_alignment(raw, detect_format(where, raw), source=where, dedup=dedup)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import time
@@ -55,8 +56,10 @@ from msaformer.data.shard_format import (
 from msaformer.errors import AlignmentError, MsaformerError, ShardError
 from msaformer.progress import Counter, ProgressCallback
 
-#: Default input bytes per task.
+#: Largest input bytes per task chosen by default (a corpus of under 64 x 64 MB gets smaller tasks).
 TASK_BYTES = 64 << 20
+#: Smallest input bytes per task chosen by default.
+MIN_TASK_BYTES = 1 << 20
 #: One key in this many closes a task (once it holds task_bytes): the content-defined boundary.
 BOUNDARY_EVERY = 8
 
@@ -155,11 +158,9 @@ def _truncate(msa: Msa, max_rows: int) -> Msa:
 
 
 def _parse_file(path: str, data: bytes, dedup: bool) -> list[Msa]:
-    from msaformer.data import parsers
+    from msaformer.data.parsers import parse_file_bytes
 
-    if data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar":
-        return parsers.read_alignments(path, dedup=dedup)  # gzip and tar: the parser owns the unpacking
-    return parsers.parse_alignment(data, parsers.detect_format(path, data), source=path, dedup=dedup)
+    return parse_file_bytes(data, path, dedup=dedup)
 
 
 def _file_sha256(path: str) -> str:
@@ -219,6 +220,8 @@ def _unchanged(spec: TaskSpec) -> dict | None:
         rows = pq.read_table(part).to_pylist()
     except Exception:  # noqa: BLE001 - a damaged part: redo the task
         return None
+    if spec.options.on_error == "fail" and any(row["status"] == "rejected" for row in rows):
+        return None  # redo it: this run stops at the bad input instead of carrying it silently
     previous = {row["input"]: row for row in rows}
     handles: dict = {}
     try:
@@ -392,6 +395,14 @@ class _TaskId:
 
 def _is_boundary(key: str) -> bool:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % BOUNDARY_EVERY == 0
+
+
+def auto_task_bytes(total: int) -> int:
+    """Returns the default task size for a corpus of ``total`` bytes: about 64 tasks (so that a small corpus
+    keeps many workers busy), a power of two between 1 MiB and 64 MiB (so that a corpus that grows or shrinks
+    a little keeps its task plan)."""
+    target = max(total // 64, 1)
+    return int(min(TASK_BYTES, max(MIN_TASK_BYTES, 1 << (target.bit_length() - 1))))
 
 
 def _cut(size: int, key: str, task_bytes: int) -> bool:
@@ -627,11 +638,17 @@ def _drop_superseded(out: Path, plan: _Plan) -> None:
             _remove_task(out, task)
 
 
+#: What the first shard directory layout (before task-named shards) held: ``--overwrite`` clears it too.
+_EARLIER_LAYOUT = ("index.csv", "inputs.csv")
+
+
 def _clear(out: Path) -> None:
-    """Deletes what msaformer wrote in ``out`` (``--overwrite``)."""
+    """Deletes what msaformer wrote in ``out`` (``--overwrite``), also in the earlier layout."""
     for path in out.glob("msa-*.h5"):
-        if is_shard_name(path.name):
+        if is_shard_name(path.name) or re.fullmatch(r"msa-\d{5,}\.h5", path.name):
             path.unlink()
+    for name in _EARLIER_LAYOUT:
+        (out / name).unlink(missing_ok=True)
     for folder in (out / INDEX_DIR, out / INPUTS_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
@@ -669,7 +686,7 @@ def preprocess(
     scheduler: str | None = None,
     shard_size: int = 4096,
     shard_size_bytes: int = 1 << 30,
-    task_bytes: int = TASK_BYTES,
+    task_bytes: int | None = None,
     max_seqs: int | None = None,
     min_seqs: int = 1,
     dedup: bool = False,
@@ -686,7 +703,8 @@ def preprocess(
     Args:
         workers: processes of the local Dask cluster (1: run in this process; 0: one per core, at most 8).
         scheduler: the address (``tcp://...``) or scheduler file of an existing Dask cluster to run on.
-        task_bytes: input bytes per task (smaller for a small corpus, so that every worker gets work).
+        task_bytes: input bytes per task; default :func:`auto_task_bytes` of the corpus size (the same whatever
+            ``workers`` is, so that a run resumed with other workers re-plans nothing).
         max_seqs: keep the query and the first ``max_seqs - 1`` rows of each alignment.
         min_seqs: drop alignments with fewer rows (after ``dedup`` and ``max_seqs``).
         on_error: ``"fail"`` raises :class:`AlignmentError` naming the first bad input (tasks finished before it
@@ -713,7 +731,7 @@ def preprocess(
         raise MsaformerError(f"--min-seqs must be at least 1, got {min_seqs}")
     if shard_size < 1:
         raise MsaformerError(f"--shard-size must be at least 1 record, got {shard_size}")
-    if task_bytes < 1:
+    if task_bytes is not None and task_bytes < 1:
         raise MsaformerError(f"--task-size must be at least 1 byte, got {task_bytes}")
     if resume and overwrite:
         raise MsaformerError("--resume and --overwrite exclude each other; pick one")
@@ -722,8 +740,7 @@ def preprocess(
         raise ShardError(f"--out {out} is a file; give a directory for the shards")
     workers = workers if workers > 0 else default_workers()
     n_inputs, total = survey(iter_sources(inputs, exclude=out, unique_keys=True))  # also: every input exists, before anything is made
-    # a small corpus gets smaller tasks, so that every worker has some
-    task_bytes = max(1, min(task_bytes, total // (4 * workers) if workers > 1 else task_bytes))
+    task_bytes = task_bytes or auto_task_bytes(total)
     options = TaskOptions(os.fspath(out), max_seqs, min_seqs, dedup, compression, on_error, shard_size,
                           shard_size_bytes, resume, merge_per_chain)
     settings = {"compression": compression, "max_seqs": max_seqs, "min_seqs": min_seqs, "dedup": dedup,
@@ -771,22 +788,24 @@ def preprocess(
     )  # fmt: skip
 
 
-def _prepare(out: Path, settings: dict, *, resume: bool, overwrite: bool, version: str) -> None:
-    """Makes ``out`` ready for this run (under the lock): checks or writes the manifest, clears debris."""
+def _prepare(out: Path, settings: dict, *, resume: bool, overwrite: bool, version: str,
+             choices: str = "pass --resume to add to them, --overwrite to replace them") -> None:
+    """Makes ``out`` ready for this run (under the lock): checks or writes the manifest, clears debris
+    (``choices``: what the caller can do about a directory that already holds shards, in its own words)."""
     if overwrite:
         _clear(out)
     manifest = read_manifest(out) if (out / MANIFEST_FILE).exists() else None
     holds = bool(committed_tasks(out))
     if holds and not resume:
         raise ShardError(
-            f"{out} already holds shards; pass --resume to add to them, --overwrite to replace them, or choose an "
-            "empty directory"
+            f"{out} already holds shards; {choices}, or choose an empty directory"
         )
     if manifest is not None and holds:
         differing = {k: (manifest.get(k), v) for k, v in settings.items() if manifest.get(k) != v}
         if differing:
             text = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in differing.items())
-            raise ShardError(f"{out} was written with other options ({text}); use them again, or --overwrite")
+            raise ShardError(f"{out} was written with other options ({text}); use them again, or replace its shards "
+                             "(--overwrite)")
     elif manifest is None:
         ours = {LOCK_FILE, INDEX_DIR, INPUTS_DIR, REJECTED_FILE, ORDER_FILE}
         others = sorted(p.name for p in out.iterdir()
@@ -835,7 +854,8 @@ def _write_msas(out: Path, msas, settings, compression, shard_size_records, shar
     from msaformer.data.shard_writer import InputRow, TaskWriter
 
     with DirectoryLock(out):
-        _prepare(out, settings, resume=False, overwrite=overwrite, version=__version__)
+        _prepare(out, settings, resume=False, overwrite=overwrite, version=__version__,
+                 choices="pass overwrite=True to replace them")
         task = task_id([input_key])
         writer = TaskWriter(out, task, compression=compression, shard_size_records=shard_size_records,
                             shard_size_bytes=shard_size_bytes)

@@ -32,6 +32,7 @@ import numpy as np
 
 from msaformer.data.msa import Msa
 from msaformer.data.shard_format import (
+    DIRECTORY_VERSION,
     FORMAT,
     FORMAT_VERSION,
     INDEX_COLUMNS,
@@ -248,7 +249,8 @@ class ShardReader:
         return Msa(names=row_names, tokens=tokens, deletions=deletions, source=str(shard.source[r]), metadata=meta)
 
     def name(self, i: int) -> str:
-        """Returns the name of record ``i`` (read from its shard)."""
+        """Returns the name of record ``i`` (read from its shard; negative ``i`` counts from the end)."""
+        i = range(len(self))[i]
         shard = self._shard(int(self._shard_ids[i]))
         return str(shard.file["records/name"].asstr()[int(self._records[i])])
 
@@ -301,8 +303,9 @@ def summarize(directory: str | os.PathLike) -> dict:
 
     return {
         "directory": str(reader.directory),
-        "format_version": FORMAT_VERSION,
-        "records": int(len(index)),
+        "format_version": DIRECTORY_VERSION,
+        "shard_format_version": FORMAT_VERSION,
+        "records": len(index),
         "rows": int(index["n_seq"].sum()),
         "cells": int((index["n_seq"] * index["n_res"]).sum()),
         "inputs": int(index["input"].nunique()),

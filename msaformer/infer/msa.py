@@ -48,8 +48,8 @@ class EmbedOptions:
     include: tuple[str, ...] = ("per_tok", "mean", "contacts", "logits")
     repr_layers: tuple[int, ...] = (-1,)  # negative = from the end; -1 = final layer (after the last norm)
     max_seqs: int | None = None  # rows kept per MSA, query included; None = min(256, model's max_rows); 0 = all
-    subsample: str = "first"  # first | random | greedy_diverse
-    seed: int = 0  # for subsample=random
+    subsample: str = "first"  # first | random | random_with_replacement | greedy_diverse | identity_filter
+    seed: int = 0  # for the random strategies
     toks_per_batch: int = 2**16  # padded tokens per forward; also the model's chunking budget
     device: str = "auto"
     dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU

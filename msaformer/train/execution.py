@@ -40,7 +40,7 @@ class ExecutionOptions:
     def __post_init__(self) -> None:
         every = self.activation_checkpointing
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ConfigError(f"activation_checkpointing must be an integer >= 1 (every N-th block) or null, got {every!r}")
+            raise ConfigError(f"train.activation_checkpointing must be an integer >= 1 (every N-th block) or null, got {every!r}")
 
 
 def apply_activation_checkpointing(
