@@ -29,7 +29,6 @@ def parse_one(text: str | bytes, fmt: str | None = "a3m", **kwargs):
     return msas[0]
 
 
-@needs_shared
 # ------------------------------------------------------------------------------------------- golden files
 @needs_shared
 @pytest.mark.parametrize("row", OK_ROWS, ids=[row["file"] for row in OK_ROWS])

@@ -241,3 +241,56 @@ def test_random_or_truncated_files_on_disk_only_raise_alignment_error(tmp_path_f
         read_alignments(path)
     except AlignmentError as exc:
         assert "\n" not in str(exc)
+
+
+def _both_readers(data: bytes):
+    """(small reader's result or None, vectorised reader's result or its error message)."""
+    from msaformer.data._a3m import A3mFile
+    from msaformer.data._a3m_small import parse_plain
+
+    small = parse_plain(data, "f.a3m")
+    parser = A3mFile(data)
+    try:
+        full = parser.parse(["f.a3m"] if parser.n_blocks < 2 else [f"f.a3m#{k}" for k in range(parser.n_blocks)], "f")
+    except AlignmentError as exc:
+        full = str(exc)
+    return small, full
+
+
+def _same(small, full) -> None:
+    assert not isinstance(full, str), f"the small reader accepted what the vectorised one refuses: {full}"
+    assert len(small) == len(full) == 1
+    (label, names, tokens, deletions, metadata), (label2, names2, tokens2, deletions2, metadata2) = small[0], full[0]
+    assert (label, names, metadata) == (label2, names2, metadata2)
+    assert np.array_equal(tokens, tokens2) and np.array_equal(deletions, deletions2)
+    assert tokens.flags.writeable and deletions.flags.writeable
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(a3m_files())
+def test_small_and_vectorised_readers_agree_on_valid_files(file):
+    data, _ = file
+    small, full = _both_readers(data)
+    if small is not None:
+        _same(small, full)
+
+
+@settings(max_examples=400, **SETTINGS)
+@given(st.one_of(a3m_files(), st.just((b"", None))), st.data())
+def test_small_reader_declines_whatever_the_vectorised_reader_refuses(file, data):
+    raw = bytearray(file[0] or b">q\nACDE\n>r\nAC-E\n")
+    for _ in range(data.draw(st.integers(0, 3))):  # damage: insert, delete or replace a byte
+        pos = data.draw(st.integers(0, len(raw)))
+        byte = data.draw(st.sampled_from(list(b">#-.*\t\r\n aZ9\x00\xff") + [ord("s"), ord("_")]))
+        op = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        if op == "insert":
+            raw.insert(pos, byte)
+        elif raw:
+            pos = min(pos, len(raw) - 1)
+            if op == "delete":
+                del raw[pos]
+            else:
+                raw[pos] = byte
+    small, full = _both_readers(bytes(raw))
+    if small is not None:
+        _same(small, full)

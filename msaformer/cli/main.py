@@ -44,6 +44,9 @@ for _module in (data_cmds, model_cmds, train_cmds, infer_cmds, promoter_cmds):
 
 def main(argv: list[str] | None = None) -> None:
     """Runs the command line (``argv`` defaults to ``sys.argv[1:]``); exits with its code."""
+    from msaformer.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process is msaformer's: numpy's large temporaries are reused, not page-faulted
     app(args=argv, prog_name="msaformer")
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from msaformer.errors import AlignmentError
 
 PSEUDO_PREFIXES = ("ss_", "sa_", "aa_")  # hh-suite pseudo-sequences (>ss_pred, >ss_conf, >ss_dssp, >sa_*, >aa_*)
-_CHUNK_BYTES = 1 << 20  # records are parsed in groups of about this many bytes
+_CHUNK_BYTES = 1 << 17  # records are parsed in groups of about this many bytes (temporaries stay under glibc's mmap threshold)
+_SMALL_BYTES = 96 << 10  # plain files up to this size are read by _a3m_small (fewer calls per file)
 
 # Bytes allowed in sequence lines besides letters, '-' and '\n': dropped ('.', '*'), whitespace, and NUL (which
 # only ever occurs as the terminator of a block's last line).
@@ -99,6 +100,12 @@ def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mRe
     its own (``where`` names the input in messages when ``source`` is empty). Time is linear in the file, the
     error path included.
     """
+    if len(data) <= _SMALL_BYTES:
+        from msaformer.data._a3m_small import parse_plain
+
+        plain = parse_plain(data, source)
+        if plain is not None:
+            return plain
     parser = A3mFile(data)
     n = parser.n_blocks
     labels = [f"{source}#{k}" if n > 1 else source for k in range(n)]
@@ -403,34 +410,40 @@ class A3mFile:
         data = self.data
         return [text.strip() for text in decode_text(b"\n".join([data[s:e] for s, e in zip(starts, ends)])).split("\n")]
 
-    def _names(self) -> tuple[list[str], bytes]:
-        """Return the stripped header text after '>' of every header line (one decode for the whole file),
-        and the raw header bytes joined by newlines."""
+    def _names(self) -> tuple[list[str], None]:
+        """Return the stripped header text after '>' of every header line (one decode for the whole file)."""
         headers, arr = self.headers, self.arr
         starts = (self.bounds[headers] + 1).tolist()
         ends = self.bounds[headers + 1]
         last = arr[ends - 1]
         ends = ends - ((last == 10) | (last == 0))
         data = self.data
-        joined = b"\n".join([data[s:e] for s, e in zip(starts, ends.tolist())])
-        names = decode_text(joined).split("\n")
+        if data.isascii():  # byte offsets are character offsets: slice the decoded file, no join and split
+            text = data.decode("ascii")
+            names = [text[s:e] for s, e in zip(starts, ends.tolist())]
+        else:
+            names = decode_text(b"\n".join([data[s:e] for s, e in zip(starts, ends.tolist())])).split("\n")
         # Strip only if some header starts or ends with whitespace (CRLF files, '> name', trailing tabs).
         first = arr[np.minimum(self.bounds[headers] + 1, arr.size - 1)]
         last = arr[ends - 1]
-        for i in np.flatnonzero(_MAY_STRIP[first] | _MAY_STRIP[last]).tolist():
-            names[i] = names[i].strip()
-        return names, joined
+        strip = np.flatnonzero(_MAY_STRIP[first] | _MAY_STRIP[last])
+        if strip.size > len(names) // 4:
+            names = [name.strip() for name in names]
+        else:
+            for i in strip.tolist():
+                names[i] = names[i].strip()
+        return names, None
 
-    def _pseudo(self, header_text: bytes) -> np.ndarray:
+    def _pseudo(self, header_text: None = None) -> np.ndarray:
         """Return a mask of hh-suite pseudo-sequence records (names starting with ss_, sa_ or aa_)."""
-        if not any(prefix.encode() in header_text for prefix in PSEUDO_PREFIXES):
-            return np.zeros(self.headers.size, dtype=bool)
         at = np.minimum(self.header_bytes[:, None] + np.arange(1, 4), self.arr.size - 1)
         b1, b2, b3 = self.arr[at].T
         s, a = ord("s"), ord("a")
         pseudo = (b3 == ord("_")) & (((b1 == s) & ((b2 == s) | (b2 == a))) | ((b1 == a) & (b2 == a)))
-        for i in np.flatnonzero(_IS_SPACE[b1]).tolist():  # '> ss_pred': fall back to the stripped name
-            pseudo[i] = self.names[i].startswith(PSEUDO_PREFIXES)
+        spaced = np.flatnonzero(_IS_SPACE[b1])  # '> ss_pred': the stripped name decides
+        if spaced.size:
+            names = self.names
+            pseudo[spaced] = [names[i].startswith(PSEUDO_PREFIXES) for i in spaced.tolist()]
         return pseudo
 
     def _query_widths(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

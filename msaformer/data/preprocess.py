@@ -265,6 +265,9 @@ def run_task(spec: TaskSpec) -> TaskResult:
     from msaformer.data.databases import close_handles
     from msaformer.data.shard_writer import InputRow, TaskWriter
 
+    from msaformer.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a worker process parses file after file: keep its large buffers for reuse
     opts = spec.options
     result = TaskResult(task=spec.task)
     if opts.resume:
