@@ -294,3 +294,12 @@ def test_small_reader_declines_whatever_the_vectorised_reader_refuses(file, data
     small, full = _both_readers(bytes(raw))
     if small is not None:
         _same(small, full)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(st.lists(st.text("ACDE-acde", min_size=0, max_size=12), min_size=1, max_size=6), st.integers(1, 12))
+def test_both_ways_of_counting_insertions_agree(rows, width):
+    from msaformer.data._a3m_small import deletions_by_runs, deletions_vectorised
+
+    joined = "\x01".join(rows).encode()
+    assert np.array_equal(deletions_by_runs(joined, len(rows), width), deletions_vectorised(joined, len(rows), width))
