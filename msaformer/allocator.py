@@ -35,3 +35,8 @@ def keep_freed_memory(mmap_threshold: int = 64 << 20, trim: int = 256 << 20) -> 
         return False
     _done = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim)))
     return _done
+
+
+def keeps_freed_memory() -> bool:
+    """Returns whether :func:`keep_freed_memory` took effect in this process."""
+    return _done

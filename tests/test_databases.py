@@ -17,7 +17,7 @@ from msaformer.data.databases import count_entries, open_database
 from msaformer.data.inputs import expand_inputs, iter_inputs
 from msaformer.data.preprocess import preprocess
 from msaformer.data.shards import ShardReader
-from msaformer.errors import AlignmentError
+from msaformer.errors import AlignmentError, MsaformerError
 from tests.paths import MSA, REPO, needs_shared
 
 _spec = importlib.util.spec_from_file_location("make_databases", REPO / "tools" / "make_databases.py")
@@ -264,3 +264,25 @@ def test_a_killed_dask_worker_still_gives_the_exact_record_set(tmp_path):
     index, expected = ShardReader(out).index, ShardReader(tmp_path / "clean").index
     assert index["name"].tolist() == expected["name"].tolist() and index["hash"].tolist() == expected["hash"].tolist()
     assert clean.tasks == result.tasks and not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_an_existing_dask_cluster_by_address_and_by_scheduler_file(tmp_path, monkeypatch):
+    """--scheduler: a cluster started outside msaformer (here a 2-process LocalCluster, as `dask scheduler` +
+    `dask worker` would be), given by its tcp:// address and by a scheduler file."""
+    from distributed import Client, LocalCluster
+
+    base = mk.write_ffindex(tmp_path / "db" / "uc_a3m", mk.synthetic_entries(400, 4, 30, seed=5))
+    clean = preprocess([base], tmp_path / "clean", task_bytes=5000)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        by_address = preprocess([base], tmp_path / "a", scheduler=cluster.scheduler_address, task_bytes=5000)
+        with Client(cluster) as client:
+            client.write_scheduler_file(str(tmp_path / "sched.json"))
+        by_file = preprocess([base], tmp_path / "f", scheduler=str(tmp_path / "sched.json"), task_bytes=5000)
+    expected = ShardReader(tmp_path / "clean").index["hash"].tolist()
+    for out, result in ((tmp_path / "a", by_address), (tmp_path / "f", by_file)):
+        assert result.records == clean.records == 400 and result.tasks == clean.tasks
+        assert ShardReader(out).index["hash"].tolist() == expected
+    monkeypatch.setattr("msaformer.data.engine.CONNECT_TIMEOUT", "2s")
+    with pytest.raises(MsaformerError, match="--scheduler tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
+        preprocess([base], tmp_path / "x", scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "x").exists()

@@ -54,6 +54,7 @@ start = time.perf_counter()
 r = preprocess(a["inputs"], a["out"], workers=a["workers"], overwrite=True, on_error="skip")
 wall = time.perf_counter() - start
 print(json.dumps({"wall": wall, "records": r.records, "bytes": r.bytes_in, "tasks": r.tasks, "rejected": r.rejected,
+                  "startup": r.startup_seconds,
                   "client_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
 """
@@ -185,6 +186,10 @@ def synthetic_index(folder: Path, n_records: int, parts: int = 64) -> Path:
     return folder
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def subprocess_json(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -200,50 +205,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realistic-mb", type=float, default=400, help="size of the realistic corpus")
     parser.add_argument("--index-records", type=int, default=16_000_000, help="records of the index-open test")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default="small,realistic,memory,loader,index",
+                        help="what to measure (comma-separated): small, realistic, memory, loader, index")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
     corpora = make_corpora(args.work, args.small, args.realistic_mb)
     out = args.work / "shards"
 
     lines = [f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}; "
              f"{time.strftime('%Y-%m-%d')}; medians of {args.repeats} runs, 1 and 2 workers alternating.", "",
-             "| corpus | input | workers | wall s | records/s | MB/s | tasks | client peak RSS MB | largest worker peak RSS MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| corpus | input | workers | wall s | of which cluster start s | records/s | MB/s | MB/s after the start "
+             "| tasks | client peak RSS MB | largest worker peak RSS MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     results = {}
-    for name in ("small", "realistic"):
+    for name in [p for p in ("small", "realistic") if p in parts]:
         results[name] = median_runs(corpora[name], out / name, args.repeats)
         size = sum(p.stat().st_size for p in corpora[name].parent.glob(f"{corpora[name].name}*")) if name == "small" else \
             sum(p.stat().st_size for p in corpora[name].glob("*.a3m"))
         for workers, r in results[name].items():
             worker_rss = "(in-process)" if workers == 1 else f"{r['worker_rss'] / 1e6:.0f}"
+            after = r["bytes"] / 1e6 / max(r["wall"] - r["startup"], 1e-9)
             lines.append(f"| {name} | {r['records']:,.0f} records, {size / 1e6:,.0f} MB | {workers} | {r['wall']:.1f} | "
-                         f"{r['records'] / r['wall']:,.0f} | {r['bytes'] / 1e6 / r['wall']:.1f} | {r['tasks']:.0f} | "
-                         f"{r['client_rss'] / 1e6:.0f} | {worker_rss} |")
-    lines += ["", "Memory against corpus size (ffindex of small entries, 2 workers, median peak RSS):", "",
-              "| records | client MB | largest worker MB |", "|---:|---:|---:|"]
+                         f"{r['startup']:.1f} | {r['records'] / r['wall']:,.0f} | {r['bytes'] / 1e6 / r['wall']:.1f} | "
+                         f"{after:.1f} | {r['tasks']:.0f} | {r['client_rss'] / 1e6:.0f} | {worker_rss} |")
     flat = {}
-    for name in ("flat-50k", "flat-200k"):
+    if "memory" in parts:
+        lines += ["", "Memory against corpus size (ffindex of small entries, 2 workers, median peak RSS):", "",
+                  "| records | client MB | largest worker MB |", "|---:|---:|---:|"]
+    for name in ("flat-50k", "flat-200k") if "memory" in parts else ():
         runs = [run_preprocess(corpora[name], out / name, 2) for _ in range(args.repeats)]
         flat[name] = {k: statistics.median(r[k] for r in runs) for k in ("client_rss", "worker_rss", "records")}
         lines.append(f"| {flat[name]['records']:,.0f} | {flat[name]['client_rss'] / 1e6:.0f} | "
                      f"{flat[name]['worker_rss'] / 1e6:.0f} |")
-    ratio_c = flat["flat-200k"]["client_rss"] / flat["flat-50k"]["client_rss"]
-    ratio_w = flat["flat-200k"]["worker_rss"] / flat["flat-50k"]["worker_rss"]
-    lines += ["", f"200k / 50k: client {ratio_c:.2f}x, worker {ratio_w:.2f}x (target: within 1.3x).", ""]
+    if flat:
+        ratio_c = flat["flat-200k"]["client_rss"] / flat["flat-50k"]["client_rss"]
+        ratio_w = flat["flat-200k"]["worker_rss"] / flat["flat-50k"]["worker_rss"]
+        lines += ["", f"200k / 50k: client {ratio_c:.2f}x, worker {ratio_w:.2f}x (target: within 1.3x).", ""]
 
-    loader = {nw: subprocess_json(LOADER, json.dumps({"shards": str(out / "realistic"), "batches": 200, "num_workers": nw}))
-              for nw in (0, 2)}  # fmt: skip
-    lines += ["Training loader on the realistic shards (MsaShardDataset, 4 MSAs a batch, windows of 256 columns x "
-              "16,384 tokens, random rows, masking; after the first 5 batches):", "",
-              "| DataLoader workers | MSAs/s |", "|---:|---:|"]
-    lines += [f"| {nw} | {r['msas_per_s']:,.0f} |" for nw, r in loader.items()]
-    index_dir = synthetic_index(args.work / f"index-{args.index_records}", args.index_records)
-    opened = [subprocess_json(OPEN_INDEX, str(index_dir)) for _ in range(args.repeats)]
-    seconds = statistics.median(o["seconds"] for o in opened)
-    lines += ["", f"Opening a {opened[0]['records']:,}-record index (64 Parquet parts, names and sources included; "
-              f"`ShardReader(dir)` in a fresh process, imports included): {seconds:.1f} s, peak RSS "
-              f"{statistics.median(o['rss'] for o in opened) / 1e6:.0f} MB.", ""]
+    if "loader" in parts:
+        if not (out / "realistic").is_dir():
+            run_preprocess(corpora["realistic"], out / "realistic", 2)
+        loader = {nw: subprocess_json(LOADER, json.dumps({"shards": str(out / "realistic"), "batches": 200,
+                                                          "num_workers": nw})) for nw in (0, 2)}  # fmt: skip
+        lines += ["Training loader on the realistic shards (MsaShardDataset, 4 MSAs a batch, windows of 256 columns "
+                  "x 16,384 tokens, random rows, masking; after the first 5 batches):", "",
+                  "| DataLoader workers | MSAs/s |", "|---:|---:|"]
+        lines += [f"| {nw} | {r['msas_per_s']:,.0f} |" for nw, r in loader.items()]
+    if "index" in parts:
+        index_dir = synthetic_index(args.work / f"index-{args.index_records}", args.index_records)
+        opened = [subprocess_json(OPEN_INDEX, str(index_dir)) for _ in range(args.repeats)]
+        seconds = statistics.median(o["seconds"] for o in opened)
+        lines += ["", f"Opening a {opened[0]['records']:,}-record index (64 Parquet parts, names and sources "
+                  f"included; `ShardReader(dir)` in a fresh process, imports included): {seconds:.1f} s, peak RSS "
+                  f"{statistics.median(o['rss'] for o in opened) / 1e6:.0f} MB.", ""]
+    if not {"small", "realistic"} <= parts:
+        text = "\n".join(lines) + "\n"
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return 0
 
     # projection: measured per-core throughput of the 2-worker runs, scaled to N nodes of 32 cores
     small, real = results["small"][2], results["realistic"][2]
@@ -261,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             seconds_1 = n * mb_each / (per_core_mb * 32)
             size, bound = f"{n * mb_each / 1e6:,.1f} TB", "MB/s (realistic)"
-        cells = [f"{seconds_1 / nodes / 3600:,.1f} h" for nodes in (1, 8, 64)]
+        cells = [_duration(seconds_1 / nodes) for nodes in (1, 8, 64)]
         lines.append(f"| {label} | {n:,} | {size} | {bound} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

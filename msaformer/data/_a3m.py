@@ -19,7 +19,15 @@ import numpy as np
 from msaformer.errors import AlignmentError
 
 PSEUDO_PREFIXES = ("ss_", "sa_", "aa_")  # hh-suite pseudo-sequences (>ss_pred, >ss_conf, >ss_dssp, >sa_*, >aa_*)
-_CHUNK_BYTES = 1 << 17  # records are parsed in groups of about this many bytes (temporaries stay under glibc's mmap threshold)
+# Records are parsed in groups of about this many bytes (None: 1 MiB where the process keeps freed memory, see
+# msaformer.allocator, else 128 KiB, so that the temporaries stay below glibc's mmap threshold and are reused).
+_CHUNK_BYTES: int | None = None
+
+
+def _chunk_bytes() -> int:
+    from msaformer.allocator import keeps_freed_memory
+
+    return _CHUNK_BYTES or (1 << 20 if keeps_freed_memory() else 1 << 17)
 _SMALL_BYTES = 96 << 10  # plain files up to this size are read by _a3m_small (fewer calls per file)
 
 # Bytes allowed in sequence lines besides letters, '-' and '\n': dropped ('.', '*'), whitespace, and NUL (which
@@ -368,7 +376,7 @@ class A3mFile:
 
         # Group records into chunks of about _CHUNK_BYTES; each chunk is a contiguous byte range.
         header_bytes = self.header_bytes
-        marks = np.arange(int(header_bytes[0]), self.arr.size, _CHUNK_BYTES)
+        marks = np.arange(int(header_bytes[0]), self.arr.size, _chunk_bytes())
         cuts = np.unique(np.append(np.searchsorted(header_bytes, marks, side="left"), header_bytes.size))
         cuts = cuts[cuts > 0]
         row_cuts = np.searchsorted(kept_headers, cuts)
@@ -455,7 +463,7 @@ class A3mFile:
         next_header = np.append(self.headers, self.n_lines)
         line_lo, line_hi = self.headers[queries], next_header[queries + 1]
         byte_lo, byte_hi = self.bounds[line_lo], self.bounds[line_hi]
-        group = np.cumsum(byte_hi - byte_lo) // _CHUNK_BYTES
+        group = np.cumsum(byte_hi - byte_lo) // _chunk_bytes()
         cuts = np.append(np.flatnonzero(group[1:] != group[:-1]) + 1, queries.size)
         widths = np.empty(queries.size, dtype=np.int64)
         all_columns = np.empty(queries.size, dtype=bool)

@@ -35,6 +35,15 @@ def _compressor():
     return pool
 
 
+_PARALLEL = [True]
+
+
+def set_parallel_deflate(parallel: bool) -> None:
+    """Whether large records' chunks are deflated by a thread pool (the default) or by the calling thread
+    (a preprocess worker that shares the machine's cores with other workers: no oversubscription)."""
+    _PARALLEL[0] = bool(parallel)
+
+
 def compressor_threads() -> int:
     """Returns how many of this process's threads are idle deflate helpers (they do not get in the way of a fork)."""
     pool = _COMPRESSORS.get(os.getpid())
@@ -129,7 +138,10 @@ def encode_chunks(data: np.ndarray | bytes, chunk: int, compression: str) -> lis
     zero[full:] = not last.any()
     busy = np.flatnonzero(~zero).tolist()
     work = [pieces[i] for i in busy]
-    packed = list(_compressor().map(deflate, work)) if len(work) >= 8 else [deflate(p) for p in work]
+    if len(work) >= 8 and _PARALLEL[0]:
+        packed = list(_compressor().map(deflate, work))
+    else:
+        packed = [deflate(p) for p in work]
     out = [_zero_chunk(chunk)] * n
     for i, encoded in zip(busy, packed):
         out[i] = encoded

@@ -27,6 +27,8 @@ from msaformer.errors import MsaformerError
 #: ``distributed.scheduler.allowed-failures``, set so for a local cluster (a cluster started by hand has its own).
 #: A task that raises is not retried: user errors are the same every time.
 ALLOWED_FAILURES = 3
+#: How long to try to reach the scheduler of ``--scheduler``.
+CONNECT_TIMEOUT = "30s"
 
 
 def default_workers() -> int:
@@ -46,8 +48,8 @@ def connect(scheduler: str | None, workers: int):
     if scheduler:
         try:
             if Path(scheduler).is_file():
-                return Client(scheduler_file=scheduler, timeout="30s"), None
-            return Client(scheduler, timeout="30s"), None
+                return Client(scheduler_file=scheduler, timeout=CONNECT_TIMEOUT), None
+            return Client(scheduler, timeout=CONNECT_TIMEOUT), None
         except (OSError, TimeoutError) as exc:
             raise MsaformerError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -56,20 +58,26 @@ def connect(scheduler: str | None, workers: int):
 
 
 def run_tasks(function: Callable[[Any], Any], specs: Iterable[Any], *, workers: int = 1, scheduler: str | None = None,
-              on_result: Callable[[Any], None], key: Callable[[Any], str] = repr) -> None:
+              on_result: Callable[[Any], None], key: Callable[[Any], str] = repr,
+              on_ready: Callable[[], None] | None = None) -> None:
     """Runs ``function(spec)`` for every spec and calls ``on_result`` with each result as it arrives.
 
     The first task that raises stops the run: the other tasks are cancelled and the exception is raised here
     (a task whose worker keeps dying raises :class:`~msaformer.errors.MsaformerError`). ``key(spec)`` names
-    the task in the cluster (tasks with the same key are the same task).
+    the task in the cluster (tasks with the same key are the same task); ``on_ready()`` is called once the
+    workers are there (the cluster started or reached).
     """
     if workers <= 1 and not scheduler:
+        if on_ready is not None:
+            on_ready()
         for spec in specs:
             on_result(function(spec))
         return
     from distributed import as_completed
 
     client, cluster = connect(scheduler, workers)
+    if on_ready is not None:
+        on_ready()
     try:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
         specs = iter(specs)

@@ -78,6 +78,7 @@ class TaskOptions:
     shard_size_bytes: int
     resume: bool
     merge_per_chain: bool = False
+    parallel_deflate: bool = True  # False on Dask: the workers already use every core
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class PreprocessResult:
     tasks: int
     seconds: float
     report: Path | None
+    startup_seconds: float = 0.0  # of ``seconds``: starting (or reaching) the Dask cluster
 
     @property
     def mb_per_s(self) -> float:
@@ -261,14 +263,14 @@ def run_task(spec: TaskSpec) -> TaskResult:
     Runs in a worker (or in the client with one worker). With ``on_error="fail"`` a bad input raises
     :class:`~msaformer.errors.AlignmentError` naming it, and the task commits nothing.
     """
-    from msaformer.data.chunks import encode_record
+    from msaformer.allocator import keep_freed_memory
+    from msaformer.data.chunks import encode_record, set_parallel_deflate
     from msaformer.data.databases import close_handles
     from msaformer.data.shard_writer import InputRow, TaskWriter
 
-    from msaformer.allocator import keep_freed_memory
-
     keep_freed_memory()  # a worker process parses file after file: keep its large buffers for reuse
     opts = spec.options
+    set_parallel_deflate(opts.parallel_deflate)
     result = TaskResult(task=spec.task)
     if opts.resume:
         previous = _unchanged(spec)
@@ -745,7 +747,7 @@ def preprocess(
     n_inputs, total = survey(iter_sources(inputs, exclude=out, unique_keys=True))  # also: every input exists, before anything is made
     task_bytes = task_bytes or auto_task_bytes(total)
     options = TaskOptions(os.fspath(out), max_seqs, min_seqs, dedup, compression, on_error, shard_size,
-                          shard_size_bytes, resume, merge_per_chain)
+                          shard_size_bytes, resume, merge_per_chain, parallel_deflate=workers <= 1 and not scheduler)
     settings = {"compression": compression, "max_seqs": max_seqs, "min_seqs": min_seqs, "dedup": dedup,
                 "merge_per_chain": merge_per_chain}
 
@@ -770,9 +772,11 @@ def preprocess(
                 counter.advance(result.inputs, detail=f"{totals.records:,} records  {mb_s:.1f} MB/s")
 
             specs = _plan_all(iter_sources(inputs, exclude=out, unique_keys=True), task_bytes, options, plan)
+            ready = [0.0]
             try:
                 run_tasks(run_task, specs, workers=workers, scheduler=scheduler, on_result=collect,
-                          key=lambda spec: f"msaformer-preprocess-{spec.task}-{os.getpid()}")
+                          key=lambda spec: f"msaformer-preprocess-{spec.task}-{os.getpid()}",
+                          on_ready=lambda: ready.__setitem__(0, time.perf_counter() - start))
                 _drop_superseded(out, plan)
             finally:  # also after an error: the tasks that did commit keep their input order
                 planned = set(plan.tasks)
@@ -787,7 +791,7 @@ def preprocess(
         out_dir=out, inputs=totals.inputs, parsed=totals.parsed, skipped=skipped[0], rejected=rejected,
         records=totals.records, filtered=totals.filtered, rows=totals.rows, bytes_in=totals.bytes_in,
         bytes_out=totals.bytes_out, shards=totals.shards, tasks=len(plan.tasks), seconds=time.perf_counter() - start,
-        report=report_path if rejected else None,
+        report=report_path if rejected else None, startup_seconds=ready[0],
     )  # fmt: skip
 
 

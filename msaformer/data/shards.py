@@ -110,6 +110,52 @@ def read_index(directory: str | os.PathLike, columns: list[str] | None = None):
     return pa.concat_tables(tables)
 
 
+def _read_numeric_index(directory: Path, shards: list[str]) -> dict[str, np.ndarray]:
+    """Returns the numeric index columns of a shard directory (``shard`` as positions in ``shards``, which it
+    fills), one index part at a time into arrays sized from the parts' footers: peak memory is the result plus
+    one part, whatever the corpus."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dtypes = {"shard": np.int32, "record": np.int32, "n_seq": np.int32, "n_res": np.int32, "hash_key": np.uint64}
+
+    def damaged(part: Path, exc: Exception) -> ShardError:
+        if isinstance(exc, FileNotFoundError):
+            return ShardError(f"{part}: index part is missing; re-run msaformer preprocess --resume")
+        detail = " ".join(str(exc).split())[:160]
+        return ShardError(f"{part}: damaged index part ({detail}); re-run msaformer preprocess --resume")
+
+    parts = index_parts(directory)
+    sizes = []
+    for part in parts:
+        try:
+            sizes.append(pq.read_metadata(part).num_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise damaged(part, exc) from None
+    out = {c: np.empty(sum(sizes), dtype=t) for c, t in dtypes.items()}
+    position: dict[str, int] = {}
+    at = 0
+    for part, n in zip(parts, sizes):
+        try:
+            table = pq.read_table(part, columns=list(dtypes), read_dictionary=["shard"])
+        except (OSError, pa.ArrowException) as exc:
+            raise damaged(part, exc) from None
+        if table.num_rows != n:
+            raise ShardError(f"{part}: damaged index part (its footer counts {n} rows, it holds {table.num_rows}); "
+                             "re-run msaformer preprocess --resume")
+        shard = table.column("shard").combine_chunks()
+        names = [str(name) for name in shard.dictionary.to_pylist()]
+        remap = np.array([position.setdefault(name, len(position)) for name in names], dtype=np.int32)
+        if n:
+            out["shard"][at : at + n] = remap[shard.indices.to_numpy(zero_copy_only=False)]
+        for column in ("record", "n_seq", "n_res", "hash_key"):
+            out[column][at : at + n] = table.column(column).to_numpy()
+        at += n
+        del table, shard
+    shards.extend(position)
+    return out
+
+
 class _OpenShard(NamedTuple):
     """One shard opened by a reader in this process: its file, datasets and small per-record arrays."""
 
@@ -142,17 +188,13 @@ class ShardReader:
             raise ShardError(f"{self.directory}: not a directory; run msaformer preprocess INPUTS --out DIR first")
         if read_manifest(self.directory) is None:
             raise ShardError(f"{self.directory}: not a shard directory written by msaformer preprocess (no {MANIFEST_FILE})")
-        table = read_index(self.directory, ["shard", "record", "n_seq", "n_res", "hash_key"])
-        shard = table.column("shard").combine_chunks().dictionary_encode()
-        self._shards = [str(s) for s in shard.dictionary.to_pylist()]
+        self._shards: list[str] = []
+        columns = _read_numeric_index(self.directory, self._shards)
         for name in self._shards:
             if not is_shard_name(name):  # never a path: nothing outside the directory is opened
                 raise ShardError(f"{self.directory}: the index names {name!r}, not a shard of this directory")
-        self._shard_ids = shard.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-        self._records = table.column("record").to_numpy().astype(np.int32)
-        self.n_seq = table.column("n_seq").to_numpy().astype(np.int32)
-        self.n_res = table.column("n_res").to_numpy().astype(np.int32)
-        self.hash_key = table.column("hash_key").to_numpy().astype(np.uint64)
+        self._shard_ids, self._records = columns["shard"], columns["record"]
+        self.n_seq, self.n_res, self.hash_key = columns["n_seq"], columns["n_res"], columns["hash_key"]
         self._index = None
         self._checked: set[int] = set()
         self._pid = None
