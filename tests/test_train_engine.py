@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import math
 
 import numpy as np
@@ -187,3 +189,71 @@ def test_metrics_logger_csv_rows_and_resume_truncation(tmp_path):
     assert list(pd.read_csv(tmp_path / "metrics.csv")["step"]) == [1, 2]
     M.MetricsLogger(tmp_path / "other", rank=1).log(1, {"loss": 1.0})
     assert not (tmp_path / "other" / "metrics.csv").exists()
+
+
+class _Payload:
+    """A pickle that would run code when loaded with weights_only=False."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _poison(path: Path) -> None:
+    """Replaces a torch file by one holding an object whose unpickling would run a command."""
+    torch.save({"module": _Payload()}, path)
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_files_of_a_run_directory_never_run_code(tmp_path, monkeypatch, stage):
+    from msaformer.errors import CheckpointError
+    from msaformer.train.export import export_weights
+    from msaformer.train.loop import MODEL_CONFIG_FILE
+
+    monkeypatch.chdir(tmp_path)
+    engine, model_config = _tiny_engine(stage=stage)
+    _step(engine, _batch(0))
+    tag = C.save_checkpoint(engine, tmp_path, 1, {"data": {"consumed": 2}})
+    (tmp_path / MODEL_CONFIG_FILE).write_text(json.dumps(__import__("dataclasses").asdict(model_config)))
+    folder = tmp_path / C.CHECKPOINT_DIR / tag
+    for name in sorted(p.name for p in folder.glob("*.pt")):
+        target = folder / name
+        saved = target.read_bytes()
+        _poison(target)
+        C.write_checksums(folder)  # a consistent, tampered checkpoint: the checksums cannot catch it
+        with pytest.raises(CheckpointError, match=name):
+            fresh, _ = _tiny_engine(stage=stage)
+            C.load_latest_checkpoint(fresh, tmp_path, warn=lambda message: None)
+        if "model_states" in name:
+            with pytest.raises(CheckpointError, match=name):
+                export_weights(tmp_path, tmp_path / "model.pt")
+        target.write_bytes(saved)
+        C.write_checksums(folder)
+        assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    from msaformer.errors import CheckpointError
+
+    engine, _ = _tiny_engine()
+    _step(engine, _batch(0))
+    C.save_checkpoint(engine, tmp_path, 1, {"data": {"consumed": 2}})
+    _step(engine, _batch(1))
+    tag = C.save_checkpoint(engine, tmp_path, 2, {"data": {"consumed": 4}})
+    folder = tmp_path / C.CHECKPOINT_DIR / tag
+    optim = next(folder.glob("*optim_states.pt"))
+    data = bytearray(optim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit pattern in the optimizer state
+    optim.write_bytes(bytes(data))
+    seen = []
+    fresh, _ = _tiny_engine()
+    state = C.load_latest_checkpoint(fresh, tmp_path, warn=seen.append)
+    assert state["tag"] == "step-00000001" and len(seen) == 1
+    assert "step-00000002" in seen[0] and "content differs from its checksum" in seen[0]
+    optim.write_bytes(bytes(data[: len(data) // 3]))  # truncated
+    seen.clear()
+    assert C.load_latest_checkpoint(_tiny_engine()[0], tmp_path, warn=seen.append)["step"] == 1
+    assert "truncated" in seen[0]
+    for other in (tmp_path / C.CHECKPOINT_DIR).glob("step-00000001/*model_states.pt"):
+        other.unlink()
+    with pytest.raises(CheckpointError, match="no complete checkpoint loads"):
+        C.load_latest_checkpoint(_tiny_engine()[0], tmp_path, warn=seen.append)

@@ -1,8 +1,14 @@
-"""DeepSpeed checkpoints of a run directory: written by every rank, marked complete, pointed at by ``latest``.
+"""DeepSpeed checkpoints of a run directory: written by every rank, checksummed, marked complete, pointed at by
+``latest``; loaded without unpickling anything, verified, with a fallback to the previous good one.
 
-Layout: ``RUN/checkpoints/step-XXXXXXXX/`` holds DeepSpeed's files, one ``rng_state_rankNNNNN.pt`` per rank and,
-once every rank has finished writing, a ``COMPLETE`` marker; ``RUN/checkpoints/latest`` (DeepSpeed's own
-convention) names the newest complete one. A crash at any moment leaves the previous checkpoint as the latest.
+Layout: ``RUN/checkpoints/step-XXXXXXXX/`` holds DeepSpeed's files, one ``rng_state_rankNNNNN.pt`` per rank,
+``CHECKSUMS.json`` (size and SHA-256 of every other file) and, once every rank has finished writing, a
+``COMPLETE`` marker; ``RUN/checkpoints/latest`` (DeepSpeed's own convention) names the newest complete one. A
+crash at any moment leaves the previous checkpoint as the latest.
+
+Loading (:func:`load_latest_checkpoint`) verifies the checksums first (the ranks share the hashing) and loads
+every file with ``torch.load(weights_only=True)`` (:mod:`msaformer.train.safe_load`): a damaged, truncated or
+tampered checkpoint is reported in one line on stderr and the previous complete one that verifies is used.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ CHECKPOINT_DIR = "checkpoints"
 COMPLETE_MARKER = "COMPLETE"
 #: Name of the marker file (DeepSpeed's own convention) that holds the tag of the newest complete checkpoint.
 LATEST_MARKER = "latest"
+#: Size and SHA-256 of every file of a checkpoint folder, written before the completion marker.
+CHECKSUMS_FILE = "CHECKSUMS.json"
 
 
 def rng_state() -> dict:
@@ -115,6 +123,7 @@ def save_checkpoint(engine, run_dir: str | Path, step: int, client_state: dict |
         torch.save(rng_state(), tmp)
     barrier()
     if rank == 0:
+        write_checksums(root / tag)
         write_text(root / tag / COMPLETE_MARKER, f"{step}\n")
         write_text(root / LATEST_MARKER, tag)
         if keep_last and keep_last > 0:
@@ -125,32 +134,122 @@ def save_checkpoint(engine, run_dir: str | Path, step: int, client_state: dict |
     return tag
 
 
-def load_latest_checkpoint(engine, run_dir: str | Path, *, restore_rng: bool = True) -> dict | None:
-    """Loads the newest complete checkpoint of ``run_dir`` into ``engine``; returns its client state or None.
+def _sha256(path: Path) -> str:
+    import hashlib
 
-    The returned dict holds what the caller passed to :func:`save_checkpoint` plus ``step`` and ``tag``.
-    RNG states (python, numpy, torch, cuda) of this rank are restored too, when saved for this rank.
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """Writes ``CHECKSUMS.json``: size and SHA-256 of every file under ``folder`` (the markers excepted)."""
+    import json
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (COMPLETE_MARKER, CHECKSUMS_FILE))
+    sums = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    write_text(folder / CHECKSUMS_FILE, json.dumps(sums, indent=1, sort_keys=True) + "\n")
+
+
+def checkpoint_problem(folder: Path, rank: int = 0, world_size: int = 1) -> str | None:
+    """Returns why checkpoint ``folder`` cannot be trusted (a file missing, of another size or content), or None.
+
+    The files are hashed by the ranks in turn (rank r takes every world_size-th file); the caller combines the
+    ranks' answers. A checkpoint written before checksums existed has no ``CHECKSUMS.json``: only its files'
+    presence is checked.
     """
-    import torch
+    import json
 
-    tag = latest_checkpoint(run_dir)
-    if tag is None:
+    listing = folder / CHECKSUMS_FILE
+    if not listing.is_file():
+        return None if any(folder.glob("*model_states.pt")) else f"{folder}: no model states file"
+    try:
+        sums = json.loads(listing.read_text(encoding="utf-8"))
+        items = sorted(sums.items())
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{listing}: unreadable ({exc})"
+    for name, expected in items:
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return f"{path}: {exc.strerror}"
+        if size != expected.get("bytes"):
+            return f"{path}: {size} bytes, {expected.get('bytes')} when written (truncated or replaced)"
+    for name, expected in items[rank::world_size]:
+        if _sha256(folder / name) != expected.get("sha256"):
+            return f"{folder / name}: content differs from its checksum (damaged or modified)"
+    return None
+
+
+def load_latest_checkpoint(engine, run_dir: str | Path, *, restore_rng: bool = True, warn=None) -> dict | None:
+    """Loads the newest complete checkpoint of ``run_dir`` that verifies into ``engine``; returns its client
+    state (what was passed to :func:`save_checkpoint`, plus ``step`` and ``tag``) or None when there is none.
+
+    A checkpoint whose files do not match their checksums, or that DeepSpeed cannot load, is reported through
+    ``warn`` (one line; default: stderr on rank 0) and the previous complete one is tried. RNG states of this rank
+    are restored too, when saved for this rank.
+
+    Raises:
+        CheckpointError: complete checkpoints exist but none of them loads.
+    """
+    from msaformer.errors import CheckpointError
+    from msaformer.train.distributed import all_reduce_sum
+
+    tags = complete_checkpoints(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
         return None
+    order = [latest] + [t for t in reversed(tags) if t != latest]
     root = Path(run_dir) / CHECKPOINT_DIR
-    load_path, client_state = engine.load_checkpoint(
-        str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-    )
+    rank, world = engine.global_rank, engine.world_size if hasattr(engine, "world_size") else 1
+    problems = []
+    for tag in order:
+        problem = checkpoint_problem(root / tag, rank, world)
+        # every rank must take the same decision: a checkpoint is good when no rank found a problem
+        failed = all_reduce_sum([1.0 if problem else 0.0], engine.device)[0]
+        if not failed:
+            try:
+                return _load_tag(engine, root, tag, restore_rng=restore_rng)
+            except (CheckpointError, MsaformerError) as exc:
+                problem = str(exc)
+        problems.append(problem or f"{root / tag}: damaged on another rank")
+        _warn(warn, rank, f"checkpoint {tag} is damaged ({problems[-1]}); trying the one before")
+    raise CheckpointError(f"{root}: no complete checkpoint loads ({problems[0]}); move the run directory aside "
+                          "to start over")
+
+
+def _warn(warn, rank: int, message: str) -> None:
+    if warn is not None:
+        warn(message)
+    elif rank == 0:
+        import sys
+
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _load_tag(engine, root: Path, tag: str, *, restore_rng: bool) -> dict:
+    from msaformer.errors import CheckpointError
+    from msaformer.train.safe_load import install_safe_loader, safe_load
+
+    install_safe_loader(engine)
+    try:
+        load_path, client_state = engine.load_checkpoint(
+            str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+    except CheckpointError:
+        raise
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError) as exc:  # DeepSpeed's errors on damaged files
+        raise CheckpointError(f"{root / tag}: cannot be loaded ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     if load_path is None:
-        raise MsaformerError(f"{root / tag}: DeepSpeed could not load this checkpoint (files missing?)")
+        raise CheckpointError(f"{root / tag}: DeepSpeed could not load this checkpoint (files missing?)")
     rng_file = root / tag / f"rng_state_rank{engine.global_rank:05d}.pt"
     if restore_rng and rng_file.is_file():
-        try:
-            saved = torch.load(rng_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - damaged, or holding pickled objects: refused, nothing run
-            from msaformer.model.files import torch_file_problem
-
-            raise MsaformerError(f"{rng_file}: {torch_file_problem(rng_file, exc)}") from None
-        set_rng_state(saved)
+        set_rng_state(safe_load(rng_file))
     state = dict(client_state or {})
     state["tag"] = tag
     return state

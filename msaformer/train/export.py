@@ -15,10 +15,9 @@ def consolidated_state_dict(run_dir: str | Path, tag: str | None = None) -> tupl
     """Returns ``(fp32 state dict, tag)`` of checkpoint ``tag`` (default: the latest complete one).
 
     ZeRO stages 1-3 are merged with DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint`` (no process
-    group needed); a stage-0 checkpoint holds whole weights in its model-states file.
+    group needed); a stage-0 checkpoint holds whole weights in its model-states file. Every file is checked
+    against the checkpoint's checksums and read with ``weights_only=True`` (nothing in it can run).
     """
-    import torch
-
     run_dir = Path(run_dir)
     root = run_dir / CHECKPOINT_DIR
     if tag is None:
@@ -34,7 +33,13 @@ def consolidated_state_dict(run_dir: str | Path, tag: str | None = None) -> tupl
     model_states = next((c for c in candidates if c.is_file()), None)
     if model_states is None:
         raise CheckpointError(f"{folder}: no model states file; the checkpoint is damaged")
-    states = torch.load(model_states, map_location="cpu", weights_only=False)
+    from msaformer.train.checkpoints import checkpoint_problem
+    from msaformer.train.safe_load import safe_load, safe_zero_to_fp32
+
+    problem = checkpoint_problem(folder)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {tag} is damaged: {problem}")
+    states = safe_load(model_states)
     stage = int(states.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0))
     if stage == 0:
         module = states["module"]
@@ -42,10 +47,8 @@ def consolidated_state_dict(run_dir: str | Path, tag: str | None = None) -> tupl
     from msaformer.train.distributed import import_deepspeed, quiet_third_party
 
     import_deepspeed()
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
     with quiet_third_party():  # "Processing zero checkpoint ...", a tqdm bar: shown with --verbose only
-        state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+        state = safe_zero_to_fp32(root, tag)
     # ZeRO-3 records parameters under their named_parameters() names, checkpoint-wrapper prefix included
     return plain_names({k: v.detach() for k, v in state.items()}), tag
 

@@ -15,7 +15,7 @@ import os
 import signal
 from pathlib import Path
 
-from msaformer.errors import ConfigError
+from msaformer.errors import ConfigError, MsaformerError
 from msaformer.files import write_text
 from msaformer.train.checkpoints import complete_checkpoints, load_latest_checkpoint, save_checkpoint
 from msaformer.train.config import TrainConfig, config_to_dict
@@ -203,18 +203,32 @@ def train(config: TrainConfig, *, exit_at_end: bool | None = None) -> dict:
     saved_at = start_step
     batches = iter(loader)
     while step < t.steps:
+        step_loss = 0.0
         for _ in range(grad_accum):
             batch = next(batches).to(dist_info.device, non_blocking=True)
             loss, n_masked, n_correct = mlm_loss(engine(batch.tokens)["logits"], batch.targets)
             engine.backward(loss)
             engine.step()
             micro += 1
-            window[0] += float(loss.detach())
+            value = float(loss.detach())
+            step_loss += value
+            window[0] += value
             window[1] += 1
             window[2] += float(n_masked)
             window[3] += float(n_correct)
             throughput.add(batch.n_tokens)
         step += 1
+        # a non-finite loss on any rank stops every rank before anything is saved: the weights it produced
+        # must never become a checkpoint (nor push a good one out of keep_last)
+        if all_reduce_sum([0.0 if math.isfinite(step_loss) else 1.0], dist_info.device)[0]:
+            from msaformer.train.checkpoints import latest_checkpoint
+
+            kept = latest_checkpoint(run_dir)
+            raise MsaformerError(
+                f"step {step}: the training loss is not finite ({step_loss}); stopped before saving anything "
+                f"({'the last checkpoint, ' + kept + ', is untouched' if kept else 'no checkpoint was written'}). "
+                "Lower train.lr or raise train.warmup_steps, or check the data, then resume"
+            )
         if step == fault_step:
             os.kill(os.getpid(), signal.SIGKILL)
         if step % t.log_interval == 0 or step == t.steps:
