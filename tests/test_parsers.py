@@ -394,3 +394,33 @@ def test_first_error_of_the_first_bad_block_is_reported():
         parse_alignment(good + b"\x00" + invalid + b"\x00" + ragged, None, source="f.a3m")
     with pytest.raises(AlignmentError, match=r"^f\.a3m#2: line 10: sequence data before the first '>' header"):
         parse_alignment(good + b"\x00\n\x00" + good + b"\x00MKV\n" + good, None, source="f.a3m")
+
+
+def test_a_decompression_bomb_is_refused_before_it_fills_the_memory(tmp_path):
+    import gzip as gz
+    import resource
+
+    from msaformer.data import parsers
+
+    bomb = tmp_path / "bomb.a3m.gz"
+    bomb.write_bytes(gz.compress(b"\x00" * (200 << 20), 9))  # 200 MB of NULs in about 200 KB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AlignmentError, match=r"bomb.a3m.gz: decompresses to more than .* decompression bomb"):
+        read_alignments(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 400 << 10  # KiB: well under 400 MB
+    # real files, and concatenated gzip members (bgzip), still read; a small, very redundant file is allowed
+    (tmp_path / "two.a3m.gz").write_bytes(gz.compress(b">q\nMKV\n") + gz.compress(b">r\nMKI\n"))
+    assert read_alignments(tmp_path / "two.a3m.gz")[0].sequences == ["MKV", "MKI"]
+    redundant = b">q\nMKV\n" + b">r\nMKV\n" * 200_000
+    (tmp_path / "redundant.a3m.gz").write_bytes(gz.compress(redundant, 9))
+    assert len(redundant) > parsers.MAX_EXPANSION * (tmp_path / "redundant.a3m.gz").stat().st_size
+    assert read_alignments(tmp_path / "redundant.a3m.gz")[0].depth == 200_001
+
+
+def test_runs_of_nul_bytes_cost_nothing():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    msas = parse_alignment(b">q\nMKV\n" + b"\x00" * (50 << 20) + b">r\nACDE\n", "a3m", source="x.a3m")
+    assert [m.source for m in msas] == ["x.a3m#0", "x.a3m#1"] and msas[1].length == 4
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 << 10  # the input is 50 MB

@@ -19,9 +19,9 @@ Semantics (see README "Alignment formats"):
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
+import re
 import tarfile
 import zlib
 from pathlib import Path
@@ -65,6 +65,7 @@ ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz", ".gz")
 _FORMAT_ALIASES = {"a3m": "a3m", "a2m": "a3m", "fasta": "fasta", "afa": "fasta", "sto": "stockholm",
                    "stockholm": "stockholm"}
 _BOM = b"\xef\xbb\xbf"
+_NUL_RUNS = re.compile(rb"\x00{2,}")
 
 
 def _strip_gz(name: str) -> str:
@@ -155,6 +156,8 @@ def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", de
         fmt = _FORMAT_ALIASES[fmt.lower()]
     if data.startswith(_BOM):
         data = data[3:]
+    if b"\x00\x00" in data:  # runs of NULs are empty blocks: one NUL each, so memory does not grow with them
+        data = _NUL_RUNS.sub(b"\x00", data)
     if b"\n" not in data and b"\r" in data:  # classic Mac line ends
         data = data.replace(b"\r", b"\n")
 
@@ -194,11 +197,45 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+#: gzip data may decompress to this many times its size, and always to MIN_DECOMPRESSED_BYTES, never to more than
+#: MAX_DECOMPRESSED_BYTES: real MSAs compress 3-20x; a "zip bomb" is refused before it fills the memory.
+MAX_EXPANSION = 64
+MIN_DECOMPRESSED_BYTES = 64 << 20
+MAX_DECOMPRESSED_BYTES = 16 << 30
+
+
+def decompressed_limit(compressed: int) -> int:
+    """Returns how many bytes ``compressed`` bytes of gzip data may decompress to."""
+    return min(MAX_DECOMPRESSED_BYTES, max(MIN_DECOMPRESSED_BYTES, MAX_EXPANSION * compressed))
+
+
 def _decompress(raw: bytes, where: str) -> bytes:
+    """Decompresses gzip data (every member, as ``gzip.decompress``), streaming, refusing to go past
+    :func:`decompressed_limit`."""
+    limit = decompressed_limit(len(raw))
+    out: list[bytes] = []
+    total = 0
+    data = raw
     try:
-        return gzip.decompress(raw)
+        while data:
+            stream = zlib.decompressobj(31)
+            pending = data
+            while pending and not stream.eof:
+                piece = stream.decompress(pending, limit - total + 1)
+                total += len(piece)
+                if total > limit:
+                    raise AlignmentError(
+                        f"{where}: decompresses to more than {limit:,} bytes ({MAX_EXPANSION}x its {len(raw):,} bytes, "
+                        f"at least {MIN_DECOMPRESSED_BYTES >> 20} MiB); refused as a decompression bomb"
+                    )
+                out.append(piece)
+                pending = stream.unconsumed_tail
+            if not stream.eof:
+                raise EOFError("compressed data ended before the end-of-stream marker")
+            data = stream.unused_data.lstrip(b"\x00")  # trailing zero padding, as gzip allows
     except (OSError, EOFError, zlib.error) as exc:
         raise AlignmentError(f"{where}: cannot decompress gzip data ({_one_line(exc)}); the file is damaged or truncated") from None
+    return b"".join(out)
 
 
 def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa]:
