@@ -269,14 +269,14 @@ def test_a_killed_dask_worker_still_gives_the_exact_record_set(tmp_path):
 def test_an_existing_dask_cluster_by_address_and_by_scheduler_file(tmp_path, monkeypatch):
     """--scheduler: a cluster started outside msaformer (here a 2-process LocalCluster, as `dask scheduler` +
     `dask worker` would be), given by its tcp:// address and by a scheduler file."""
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     base = mk.write_ffindex(tmp_path / "db" / "uc_a3m", mk.synthetic_entries(400, 4, 30, seed=5))
     clean = preprocess([base], tmp_path / "clean", task_bytes=5000)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         by_address = preprocess([base], tmp_path / "a", scheduler=cluster.scheduler_address, task_bytes=5000)
-        with Client(cluster) as client:
-            client.write_scheduler_file(str(tmp_path / "sched.json"))
+        # what `dask scheduler --scheduler-file` writes (and dask-jobqueue's scheduler.write_scheduler_file): its address
+        (tmp_path / "sched.json").write_text(json.dumps({"type": "Scheduler", "address": cluster.scheduler_address}))
         by_file = preprocess([base], tmp_path / "f", scheduler=str(tmp_path / "sched.json"), task_bytes=5000)
     expected = ShardReader(tmp_path / "clean").index["hash"].tolist()
     for out, result in ((tmp_path / "a", by_address), (tmp_path / "f", by_file)):

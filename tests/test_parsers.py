@@ -424,3 +424,26 @@ def test_runs_of_nul_bytes_cost_nothing():
     msas = parse_alignment(b">q\nMKV\n" + b"\x00" * (50 << 20) + b">r\nACDE\n", "a3m", source="x.a3m")
     assert [m.source for m in msas] == ["x.a3m#0", "x.a3m#1"] and msas[1].length == 4
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 << 10  # the input is 50 MB
+
+
+@pytest.mark.parametrize("bad", [9_999, 5_000, 0])
+def test_a_bad_block_is_found_in_linear_work(monkeypatch, bad):
+    """A truncated ColabFold download: 10,000 NUL-separated blocks, one bad. The work is counted (bytes handed to
+    the vectorised reader), not timed: at most a few times the file, wherever the bad block is."""
+    from msaformer.data import _a3m
+
+    blocks = [b">q%d\nMKVL\n>h\nMK-L\n" % k for k in range(10_000)]
+    blocks[bad] = b">q\nMKVL\n>h\nMK\n"
+    data = b"\x00".join(blocks)
+    seen = []
+    real = _a3m.A3mFile
+
+    class Counting(real):
+        def __init__(self, chunk, *args, **kwargs):
+            seen.append(len(chunk))
+            super().__init__(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(_a3m, "A3mFile", Counting)
+    with pytest.raises(AlignmentError, match=rf"x.a3m#{bad}: record 2 \('h', line {4 * bad + 3}\) has 2 aligned columns"):
+        parse_alignment(data, "a3m", source="x.a3m")
+    assert sum(seen) <= 3 * len(data) and len(seen) <= 20
