@@ -27,6 +27,17 @@ from msaformer.errors import MsaformerError
 CSV_LINE_END = "\n"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Returns the SHA-256 (hex) of a file's bytes, read 16 MiB at a time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def temporary_name(path: str | os.PathLike) -> Path:
     """Returns the hidden temporary name used while ``path`` is being written by this process."""
     path = Path(path)

@@ -165,14 +165,6 @@ def _parse_file(path: str, data: bytes, dedup: bool) -> list[Msa]:
     return parse_file_bytes(data, path, dedup=dedup)
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class _Unit:
     """One input as a task reads it: a file, or a database entry."""

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from msaformer.errors import MsaformerError
-from msaformer.files import atomic_path, write_text
+from msaformer.files import atomic_path, file_sha256, write_text
 from msaformer.train.distributed import barrier
 
 #: Sub-directory of a run directory that holds DeepSpeed checkpoints (one folder per tag + ``latest``).
@@ -134,22 +134,12 @@ def save_checkpoint(engine, run_dir: str | Path, step: int, client_state: dict |
     return tag
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksums(folder: Path) -> None:
     """Writes ``CHECKSUMS.json``: size and SHA-256 of every file under ``folder`` (the markers excepted)."""
     import json
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (COMPLETE_MARKER, CHECKSUMS_FILE))
-    sums = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    sums = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
     write_text(folder / CHECKSUMS_FILE, json.dumps(sums, indent=1, sort_keys=True) + "\n")
 
 
@@ -181,7 +171,7 @@ def checkpoint_problem(folder: Path, rank: int = 0, world_size: int = 1) -> str 
         if size != expected.get("bytes"):
             return f"{path}: {size} bytes, {expected.get('bytes')} when written (truncated or replaced)"
     for name, expected in items[rank::world_size]:
-        if _sha256(folder / name) != expected.get("sha256"):
+        if file_sha256(folder / name) != expected.get("sha256"):
             return f"{folder / name}: content differs from its checksum (damaged or modified)"
     return None
 
