@@ -105,6 +105,8 @@ def _print_summary(result) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+    for problem in result.repaired:
+        console.print(f"[yellow]repaired[/] (inputs parsed again) {problem}", highlight=False, soft_wrap=True)
     if result.report is not None:
         console.print(f"[yellow]{result.rejected} input(s) rejected[/]; reasons in {result.report}", highlight=False)
 
@@ -114,10 +116,14 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     records: bool = typer.Option(False, "--records", help="List every record (TSV: name, source, n_seq, n_res, shard, "
                                  "record, hash)."),
+    verify_: bool = typer.Option(False, "--verify", help="First check every record's content hash (as msaformer "
+                                 "verify); exit 1 on damage."),
 ) -> None:
     """Summarize a shard directory: records, rows, length and depth distributions, shards, bytes."""
     from msaformer.data.shards import ShardReader, summarize
 
+    if verify_:
+        verify(directory, quiet=False)
     if records:
         index = ShardReader(directory).index
         index[["name", "source", "n_seq", "n_res", "shard", "record", "hash"]].to_csv(sys.stdout, sep="\t", index=False)
@@ -147,6 +153,28 @@ def inspect(
         dist.add_row(label, *(f"{values[k]:,.0f}" if k in ("min", "max") else f"{values[k]:,.1f}" for k in
                               ("min", "p5", "median", "p95", "max", "mean")))  # fmt: skip
     out.print(dist)
+
+
+def verify(
+    directory: Path = typer.Argument(..., help="A shard directory written by msaformer preprocess."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Check a shard directory: index, shard layout and every record's content hash; exit 1 on any damage."""
+    from msaformer.data.verify import verify_directory
+    from msaformer.errors import ShardError
+
+    with progress_bar(not quiet) as progress:
+        report = verify_directory(directory, progress=progress)
+    for problem in report.problems:
+        console.print(f"[red]damaged[/] {problem}", highlight=False, soft_wrap=True)
+    if report.problems:
+        raise ShardError(
+            f"{directory}: {len(report.problems)} of {report.tasks} task(s) damaged ({report.verified:,} of "
+            f"{report.records:,} records verified); run msaformer preprocess --resume with the "
+            "same inputs to re-parse them"
+        )
+    console.print(f"[green]ok[/] {directory}: {report.records:,} records in {report.shards} shard(s) verified "
+                  "(content hashes match)", highlight=False)
 
 
 def export(
@@ -180,8 +208,9 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    """Adds ``demo``, ``preprocess``, ``inspect`` and ``export`` to the root app."""
+    """Adds ``demo``, ``preprocess``, ``inspect``, ``verify`` and ``export`` to the root app."""
     command(app, "demo", demo)
     command(app, "preprocess", preprocess)
     command(app, "inspect", inspect)
+    command(app, "verify", verify)
     command(app, "export", export)

@@ -121,6 +121,7 @@ class TaskResult:
     bytes_in: int = 0
     bytes_out: int = 0
     shards: int = 0
+    repaired: str = ""  # why a kept task was re-parsed (its shards failed verification)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class PreprocessResult:
     seconds: float
     report: Path | None
     startup_seconds: float = 0.0  # of ``seconds``: starting (or reaching) the Dask cluster
+    repaired: tuple[str, ...] = ()  # with resume: why each re-parsed task's kept shards were refused
 
     @property
     def mb_per_s(self) -> float:
@@ -266,6 +268,12 @@ def run_task(spec: TaskSpec) -> TaskResult:
     result = TaskResult(task=spec.task)
     if opts.resume:
         previous = _unchanged(spec)
+        if previous is not None:
+            from msaformer.data.verify import verify_task
+
+            problem = verify_task(opts.out_dir, spec.task, content=True)[0]
+            if problem:  # its inputs are unchanged but its shards are damaged: parse them again
+                previous, result.repaired = None, problem
         if previous is not None:
             rows = previous["rows"]
             result.skipped, result.inputs = True, len(rows)
@@ -717,6 +725,7 @@ def preprocess(
     from msaformer import __version__
     from msaformer.data.engine import default_workers, run_tasks
     from msaformer.data.inputs import iter_sources
+    from msaformer.data.verify import require_readable
 
     if compression not in COMPRESSIONS:
         raise MsaformerError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
@@ -752,6 +761,7 @@ def preprocess(
             counter = Counter("preprocess", "inputs", progress, total=n_inputs)
             totals = TaskResult(task="")
             skipped = [0]
+            repaired: list[str] = []
             plan = _Plan()
             earlier = committed_tasks(out)
 
@@ -760,6 +770,8 @@ def preprocess(
                              "shards"):
                     setattr(totals, name, getattr(totals, name) + getattr(result, name))
                 skipped[0] += result.inputs if result.skipped else 0
+                if result.repaired:
+                    repaired.append(result.repaired)
                 mb_s = totals.bytes_in / 1e6 / max(counter.seconds, 1e-9)
                 counter.advance(result.inputs, detail=f"{totals.records:,} records  {mb_s:.1f} MB/s")
 
@@ -774,6 +786,7 @@ def preprocess(
                 planned = set(plan.tasks)
                 write_task_order(out, plan.tasks + [t for t in earlier if t not in planned])
             _remove_debris(out)
+            require_readable(out)  # never report success on a directory a reader would refuse
             report_path = Path(report) if report is not None else out / REJECTED_FILE
             rejected = _write_report(out, report_path) if on_error == "skip" else 0
     finally:
@@ -783,7 +796,7 @@ def preprocess(
         out_dir=out, inputs=totals.inputs, parsed=totals.parsed, skipped=skipped[0], rejected=rejected,
         records=totals.records, filtered=totals.filtered, rows=totals.rows, bytes_in=totals.bytes_in,
         bytes_out=totals.bytes_out, shards=totals.shards, tasks=len(plan.tasks), seconds=time.perf_counter() - start,
-        report=report_path if rejected else None, startup_seconds=ready[0],
+        report=report_path if rejected else None, startup_seconds=ready[0], repaired=tuple(repaired),
     )  # fmt: skip
 
 

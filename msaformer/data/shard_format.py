@@ -45,6 +45,8 @@ CHUNK_BYTES = 1 << 16
 #: Bytes per HDF5 chunk of ``row_names``.
 NAMES_CHUNK_BYTES = 1 << 14
 COMPRESSIONS = ("gzip", "none")
+#: How every damaged-shard error ends.
+REPAIR_HINT = "run msaformer preprocess --resume with the same inputs to re-parse it"
 
 INDEX_COLUMNS = ("shard", "record", "name", "source", "input", "input_sha256", "n_seq", "n_res", "hash", "hash_key",
                  "aliases")

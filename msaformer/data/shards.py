@@ -38,6 +38,7 @@ from msaformer.data.shard_format import (
     INDEX_COLUMNS,
     INDEX_DIR,
     MANIFEST_FILE,
+    REPAIR_HINT as _REPAIR,
     committed_tasks,
     is_shard_name,
     read_manifest,
@@ -46,6 +47,10 @@ from msaformer.errors import ShardError
 
 #: Shards a reader keeps open per process (least recently used closed first), well under ``ulimit -n``.
 MAX_OPEN_SHARDS = 64
+
+
+def _detail(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:160]
 
 
 def is_shard_dir(path: str | os.PathLike) -> bool:
@@ -244,26 +249,65 @@ class ShardReader:
                 largest = int(self._records[self._shard_ids == sid].max(initial=-1))
                 if largest >= n_records:
                     raise ShardError(f"{path}: the index lists record {largest}, the shard holds {n_records}")
-                self._checked.add(sid)
             if len(self._open) >= MAX_OPEN_SHARDS:  # bound open files: close the least recently used
                 self._open.pop(next(iter(self._open))).file.close()
-            f = h5py.File(path, "r")
-            g = f["records"]
-            entry = _OpenShard(
-                file=f,
-                tokens=f["tokens"],
-                deletions=f["deletions"],
-                row_names=f["row_names"],
-                offset=g["offset"][:],
-                names_offset=g["names_offset"][:],
-                names_length=g["names_length"][:],
-                n_seq=g["n_seq"][:],
-                n_res=g["n_res"][:],
-                source=g["source"].asstr()[:],
-                metadata=g["metadata"].asstr()[:],
-            )
+            try:
+                f = h5py.File(path, "r")
+                g = f["records"]
+                entry = _OpenShard(
+                    file=f,
+                    tokens=f["tokens"],
+                    deletions=f["deletions"],
+                    row_names=f["row_names"],
+                    offset=g["offset"][:],
+                    names_offset=g["names_offset"][:],
+                    names_length=g["names_length"][:],
+                    n_seq=g["n_seq"][:],
+                    n_res=g["n_res"][:],
+                    source=g["source"].asstr()[:],
+                    metadata=g["metadata"].asstr()[:],
+                )
+            except (OSError, KeyError, ValueError, RuntimeError) as exc:
+                raise ShardError(f"{path}: unreadable shard ({_detail(exc)}); {_REPAIR}") from None
+            if sid not in self._checked:
+                self._check_layout(sid, path, entry)
+                self._checked.add(sid)
         self._open[sid] = entry  # most recently used last
         return entry
+
+    def _check_layout(self, sid: int, path: Path, entry: _OpenShard) -> None:
+        """Refuses a shard whose record table points outside its data, or disagrees with the index."""
+        from msaformer.data.verify import layout_problem
+
+        arrays = {"offset": entry.offset, "names_offset": entry.names_offset, "names_length": entry.names_length,
+                  "n_seq": entry.n_seq, "n_res": entry.n_res}  # fmt: skip
+        problem = layout_problem(path, arrays, entry.tokens.shape[0], entry.deletions.shape[0],
+                                 entry.row_names.shape[0], len(entry.n_seq))
+        mine = np.flatnonzero(self._shard_ids == sid)
+        if problem is None and len(mine):
+            r = self._records[mine]
+            wrong = (entry.n_seq[r] != self.n_seq[mine]) | (entry.n_res[r] != self.n_res[mine])
+            if wrong.any():
+                problem = f"{path}: record {int(r[np.argmax(wrong)])}: its depth or length differs from the index"
+        if problem:
+            entry.file.close()
+            raise ShardError(f"{problem}; {_REPAIR}")
+
+    def verify(self, i: int) -> None:
+        """Reads record ``i`` whole and checks its content hash; raises a one-line ShardError when it differs."""
+        from msaformer.data.msa import content_hash
+
+        msa = self.read(i, names=False)
+        shard = self._shard(int(self._shard_ids[i]))
+        r = int(self._records[i])
+        try:
+            stored = shard.file["records/hash"][r].decode("ascii", "replace")
+        except (OSError, KeyError, ValueError) as exc:
+            raise ShardError(f"{self.directory / self._shards[int(self._shard_ids[i])]}: unreadable record table "
+                             f"({_detail(exc)}); {_REPAIR}") from None
+        if content_hash(msa.tokens) != stored:
+            raise ShardError(f"{self.directory / self._shards[int(self._shard_ids[i])]}: record {r}: content hash "
+                             f"mismatch (its data is damaged); {_REPAIR}")
 
     def read(self, i: int, max_rows: int | None = None, *, names: bool = True) -> Msa:
         """Returns record ``i`` with only its query and first ``max_rows - 1`` other rows (one slice)."""
@@ -280,13 +324,17 @@ class ShardReader:
             depth = min(depth, int(max_rows))
         start = int(shard.offset[r])
         stop = start + depth * width
-        tokens = shard.tokens[start:stop].reshape(depth, width)
-        deletions = shard.deletions[start:stop].reshape(depth, width)
-        if names:
-            first = int(shard.names_offset[r])
-            row_names = self._read_names(shard.row_names, first, first + int(shard.names_length[r]), depth)
-        else:
-            row_names = [""] * depth
+        try:
+            tokens = shard.tokens[start:stop].reshape(depth, width)
+            deletions = shard.deletions[start:stop].reshape(depth, width)
+            if names:
+                first = int(shard.names_offset[r])
+                row_names = self._read_names(shard.row_names, first, first + int(shard.names_length[r]), depth)
+            else:
+                row_names = [""] * depth
+        except (OSError, ValueError, RuntimeError) as exc:
+            path = self.directory / self._shards[int(self._shard_ids[i])]
+            raise ShardError(f"{path}: record {r}: unreadable shard data ({_detail(exc)}); {_REPAIR}") from None
         meta = tuple(shard.metadata[r].split("\n")) if shard.metadata[r] else ()
         return Msa(names=row_names, tokens=tokens, deletions=deletions, source=str(shard.source[r]), metadata=meta)
 
