@@ -158,3 +158,24 @@ def test_gzipped_fasta_streams(tmp_path):
     assert detect_promoter_format(path) == "fasta"
     assert list(iter_promoter_records(path)) == [("r1", "ACGTNNRY"), ("r2", "gattaca")]
     assert read_promoters(path, require_labels=True).labels.tolist() == [1, 0]
+
+
+def test_fasta_bom_whitespace_and_comments_follow_the_documented_rule(tmp_path):
+    bom = tmp_path / "bom.fa"
+    bom.write_bytes(b"\xef\xbb\xbf>a label=1\nACGT\n")  # as Windows editors save it
+    assert read_promoters(bom).sequences == ["ACGT"]
+    top = tmp_path / "top.fa"
+    top.write_text(";a comment before the first record\n>a label=1\nACGT  \r\n\nAAA\n")
+    assert read_promoters(top).sequences == ["ACGTAAA"]  # line ends and blank lines are not sequence
+    spaced = tmp_path / "spaced.fa"
+    spaced.write_text(">a label=1\nACGT\n>b label=0\nACG\nAC GT\n")
+    with pytest.raises(SequenceError, match=r"line 5: record 'b' has whitespace at position 6$"):
+        read_promoters(spaced)
+    tab = tmp_path / "tab.fa"
+    tab.write_text(">a label=1\nAC\tGT\n")
+    with pytest.raises(SequenceError, match="position 3"):
+        list(iter_promoter_records(tab))
+    inside = tmp_path / "inside.fa"
+    inside.write_text(">a label=1\nACGT\n;note\nAAA\n")
+    with pytest.raises(SequenceError, match=r"line 3: a ';' comment line inside record 'a'"):
+        read_promoters(inside)

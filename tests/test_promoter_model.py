@@ -163,3 +163,26 @@ def test_mean_pooling_rollout_averages_nucleotide_rows():
         n = len(t)
         np.testing.assert_allclose(r, roll[b, 1 : n + 1, 1 : n + 1].mean(0).numpy(), atol=1e-6)
         assert 0 < r.sum() <= 1 + 1e-6
+
+
+def test_mismatched_checkpoint_is_one_line_naming_the_first_bad_tensor(tmp_path):
+    import dataclasses
+
+    from msaformer.model.files import save_model_file
+    from msaformer.model.promoter import FORMAT, FORMAT_VERSION
+
+    small, large = _model(), _model(embed_dim=36)
+    path = tmp_path / "mixed.pt"  # the config of one model, the weights of another
+    save_model_file(path, kind=FORMAT, version=FORMAT_VERSION, config=dataclasses.asdict(small.config),
+                    state_dict=large.state_dict(), metadata={})
+    with pytest.raises(MsaformerError) as err:
+        load_promoter_model(path)
+    first = next(iter(large.state_dict()))
+    assert "mixed.pt" in str(err.value) and f"weight {first} has shape" in str(err.value)
+    assert "\n" not in str(err.value)
+    state = small.state_dict()
+    state.pop(next(iter(state)))
+    save_model_file(path, kind=FORMAT, version=FORMAT_VERSION, config=dataclasses.asdict(small.config),
+                    state_dict=state, metadata={})
+    with pytest.raises(MsaformerError, match=f"missing {first}"):
+        load_promoter_model(path)

@@ -3,7 +3,9 @@
 
 Token ids (``DNA_TOKENS`` order): ``<cls>`` 0, ``<pad>`` 1, ``<mask>`` 2, ``<unk>`` 3, then A C G T N.
 Lowercase is accepted; the IUPAC ambiguity codes R Y S W K M B D H V map to N. Any other character is an
-error naming the record and the 1-based position: dropping it would shift every later position.
+error naming the record and the 1-based position: dropping it would shift every later position. The same holds
+for whitespace inside a FASTA sequence line and for ``;`` comment lines inside a FASTA record (``;`` lines before
+the first header are comments); a UTF-8 byte-order mark is accepted in every format.
 """
 
 from __future__ import annotations
@@ -198,24 +200,41 @@ def read_csv(path: str | Path, *, require_labels: bool = False) -> PromoterSet:
     return PromoterSet(ids, sequences, labels, str(path))
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
 def iter_fasta(path: str | Path) -> Iterator[tuple[str, str, str]]:
-    """Yields ``(id, description, sequence)`` per FASTA record, streaming; sequence lines are joined."""
+    """Yields ``(id, description, sequence)`` per FASTA record, streaming; sequence lines are joined.
+
+    Whitespace at the ends of a line (``\\r``, trailing blanks) and blank lines are ignored; whitespace inside a
+    sequence line, and ``;`` comment lines after the first header, are errors naming the record and position.
+    A UTF-8 byte-order mark is accepted."""
     path = Path(path)
     header: str | None = None
     chunks: list[str] = []
+    done = 0  # residues of the current record so far
     with _open_text(path) as handle:
         for lineno, line in enumerate(handle, 1):
             line = line.strip()
-            if not line or line.startswith(";"):
+            if not line:
                 continue
             if line.startswith(">"):
                 if header is not None:
                     yield _fasta_record(header, chunks, path)
-                header, chunks = line[1:].strip(), []
+                header, chunks, done = line[1:].strip(), [], 0
+            elif line.startswith(";"):
+                if header is not None:  # comments are allowed before the first record only
+                    raise SequenceError(f"{path}: line {lineno}: a ';' comment line inside record "
+                                        f"{header.split()[0]!r}; remove it (it is not sequence)")
             elif header is None:
                 raise SequenceError(f"{path}: line {lineno} has sequence before the first '>' header")
             else:
-                chunks.append("".join(line.split()))
+                gap = _WHITESPACE.search(line)
+                if gap is not None:  # dropping it would shift every later position
+                    raise SequenceError(f"{path}: line {lineno}: record {header.split()[0]!r} has whitespace at "
+                                        f"position {done + gap.start() + 1}")
+                chunks.append(line)
+                done += len(line)
     if header is not None:
         yield _fasta_record(header, chunks, path)
 
