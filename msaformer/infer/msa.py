@@ -30,6 +30,7 @@ from msaformer.data.sampling import STRATEGIES, subsample
 from msaformer.errors import MsaformerError
 from msaformer.infer.batching import stream_batches
 from msaformer.infer.chunked import ChunkOptions, run_chunked
+from msaformer.infer.windows import combine_windows, slice_columns, window_spans
 from msaformer.progress import Counter, ProgressCallback
 
 #: What ``--include`` may ask for. ``contacts_csv`` writes a ranked contact list per MSA (implies contacts).
@@ -56,6 +57,8 @@ class EmbedOptions:
     on_error: str = "fail"
     plot: bool = False
     top_contacts: int | None = None  # per range class in the ranked CSV; None = all pairs with s >= 6
+    window: int = 0  # columns per window for longer MSAs (msaformer.infer.windows); 0 = longer MSAs are skipped
+    stride: int | None = None  # columns between window starts; None = window // 2
 
     def __post_init__(self) -> None:
         bad = [x for x in self.include if x not in INCLUDE_CHOICES]
@@ -76,6 +79,11 @@ class EmbedOptions:
         if self.top_contacts is not None and self.top_contacts < 0:
             raise MsaformerError(
                 f"--top-contacts (contacts: --top) must be 0 (all pairs) or positive, got {self.top_contacts}"
+            )
+        if self.window < 0 or (self.stride is not None and not 1 <= self.stride <= max(self.window, 1)):
+            raise MsaformerError(
+                f"--window {self.window} / --stride {self.stride}: the window must be >= 0 (0 = off) and the "
+                "stride between 1 and the window"
             )
         if self.toks_per_batch < 1:
             raise MsaformerError(f"--toks-per-batch must be positive, got {self.toks_per_batch}")
@@ -183,7 +191,8 @@ class MsaInference:
     def check(self, msa: Msa) -> str | None:
         """Returns why the model cannot take ``msa`` (too long / too deep), or None when it can."""
         if msa.length > self.max_length:
-            return f"{msa.length} columns, longer than the model's {self.max_length} positions (crop the alignment)"
+            return (f"{msa.length} columns, longer than the model's {self.max_length} positions (crop the alignment, "
+                "or score it in windows: --window)")
         if self.config.max_rows and msa.depth > self.config.max_rows:
             return (
                 f"{msa.depth} rows after subsampling, deeper than the model's {self.config.max_rows} "
@@ -250,6 +259,20 @@ class _Prepared:
     msa: Msa  # after subsampling
     group: str  # its group in the output (named in input order)
     input_hash: str  # SHA-256 of the full alignment
+    spans: list[tuple[int, int]] = field(default_factory=list)  # column windows; one span = the whole MSA
+
+
+@dataclass
+class _Piece:
+    """One window of one prepared alignment: what a batch entry is."""
+
+    prepared: _Prepared
+    k: int  # which window of ``prepared.spans``
+    msa: Msa  # the window's columns (the whole alignment when there is one span)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.msa.depth, self.msa.length
 
 
 def run_key(checkpoint: str | Path, model_config: dict, options: dict) -> str:
@@ -269,6 +292,145 @@ def run_key(checkpoint: str | Path, model_config: dict, options: dict) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class EmbedRun:
+    """What every step of one ``embed`` run needs: the model on its device and the resolved options.
+
+    Shared by the one-process pipeline (:func:`embed`) and the multi-process one
+    (:mod:`msaformer.infer.distributed`), so both prepare, batch, compute and write alignments the same way.
+    """
+
+    opts: EmbedOptions
+    runner: MsaInference
+    checkpoint: str | Path
+    layers: list[int]
+    max_rows: int | None
+    stored: list[str]  # datasets written to the HDF5 file
+    computed: list[str]  # what each alignment's forward returns (stored + contacts for the side files)
+    side: dict[str, Path]
+    root_attrs: dict[str, Any]
+    key: str  # run_key of the output
+
+    @classmethod
+    def create(cls, checkpoint: str | Path, out: Path, opts: EmbedOptions, model=None) -> EmbedRun:
+        from msaformer import __version__
+
+        if model is None:
+            runner = MsaInference.from_checkpoint(checkpoint, device=opts.device, dtype=opts.dtype,
+                                                  toks_per_batch=opts.toks_per_batch)  # fmt: skip
+        else:
+            runner = MsaInference(model, device=opts.device, dtype=opts.dtype, toks_per_batch=opts.toks_per_batch)
+        if opts.window > runner.max_length:
+            raise MsaformerError(
+                f"--window {opts.window} is wider than the model's {runner.max_length} positions; "
+                f"use at most {runner.max_length}"
+            )
+        layers = resolve_repr_layers(opts.repr_layers, runner.config.num_layers)
+        max_rows = runner.rows_limit(opts.max_seqs)
+        if not ({"per_tok", "mean"} & set(opts.include)):
+            layers = []
+        stored = [x for x in opts.include if x != "contacts_csv"]
+        computed = stored + (["contacts"] if opts.wants_contacts and "contacts" not in stored else [])
+        side: dict[str, Path] = {}
+        stem = out.with_suffix("") if out.suffix else out
+        if opts.plot:
+            side["plots"] = stem.with_name(stem.name + "_plots")
+        if "contacts_csv" in opts.include:
+            side["contacts"] = stem.with_name(stem.name + "_contacts")
+        result_options = {**asdict(opts), "max_seqs": max_rows or 0}
+        for name in ("toks_per_batch", "on_error", "device"):  # they do not change the stored results
+            result_options.pop(name)
+        result_options["device_type"] = runner.device.type
+        root_attrs = {
+            "checkpoint": str(checkpoint),
+            "model_config": asdict(runner.config),
+            "msaformer_version": __version__,
+            "options": {**asdict(opts), "max_seqs": max_rows or 0},
+            "repr_layers": layers,
+            "device": str(runner.device),
+            "precision": "bf16" if runner.autocast_dtype is not None else "fp32",
+        }
+        key = run_key(checkpoint, asdict(runner.config), result_options)
+        return cls(opts, runner, checkpoint, layers, max_rows, stored, computed, side, root_attrs, key)
+
+    def prepare(self, item: InputItem, group: str = "") -> _Prepared | str:
+        """Returns the subsampled alignment of ``item`` with its column windows, or why the model cannot take it."""
+        opts = self.opts
+        msa = subsample(item.msa, self.max_rows, opts.subsample, opts.seed)
+        spans = [(0, msa.length)]
+        view = msa
+        if opts.window and msa.length > opts.window:
+            spans = window_spans(msa.length, opts.window, opts.stride or max(1, opts.window // 2))
+            view = slice_columns(msa, *spans[0])
+        reason = self.runner.check(view)
+        if reason is not None:
+            return reason
+        return _Prepared(replace(item, msa=None), item.msa.depth, msa, group, content_hash(item.msa.tokens), spans)
+
+    def pieces(self, p: _Prepared) -> list[_Piece]:
+        """Returns the batch entries of a prepared alignment: one per column window."""
+        if len(p.spans) == 1:
+            return [_Piece(p, 0, p.msa)]
+        return [_Piece(p, k, slice_columns(p.msa, a, b)) for k, (a, b) in enumerate(p.spans)]
+
+    def piece_include(self, p: _Prepared) -> list[str]:
+        """Returns what each window's forward must return (per_tok too when a windowed mean is asked for)."""
+        if len(p.spans) > 1 and "mean" in self.computed and "per_tok" not in self.computed:
+            return [*self.computed, "per_tok"]
+        return self.computed
+
+    def batches(self, pieces: Iterator[_Piece]) -> Iterator[list[_Piece]]:
+        """Yields the batches of a stream of pieces (token budget, sorted within windows of the stream)."""
+        return stream_batches(pieces, lambda piece: piece.shape, self.opts.toks_per_batch,
+                              same_depth=self.runner.same_depth_batches)  # fmt: skip
+
+    def compute(self, batch: Sequence[_Piece]) -> list[dict[str, np.ndarray]]:
+        """Returns the arrays of every piece of ``batch`` (one forward)."""
+        layers = self.layers
+        result = self.runner.forward(self.runner.encode([piece.msa for piece in batch]), layers,
+                                     contacts=self.opts.wants_contacts)  # fmt: skip
+        out = [extract_results(result, b, piece.msa, self.piece_include(piece.prepared), layers)
+               for b, piece in enumerate(batch)]  # fmt: skip
+        del result
+        return out
+
+    def finish(self, p: _Prepared, pieces: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Returns the full-length arrays of an alignment from its windows' arrays (see
+        :mod:`msaformer.infer.windows`); one window is returned as it is."""
+        if len(p.spans) == 1:
+            return dict(pieces[0])
+        arrays = combine_windows(p.msa.length, p.spans, pieces)
+        suffixes = [""] if len(self.layers) == 1 else [f"_layer{layer}" for layer in self.layers]
+        if "mean" in self.computed:
+            residues = _query_residue_mask(p.msa)
+            for suffix in suffixes:
+                arrays["mean" + suffix] = arrays["per_tok" + suffix][residues].mean(axis=0, dtype=np.float32)
+        if "per_tok" not in self.computed:
+            for suffix in suffixes:
+                arrays.pop("per_tok" + suffix, None)
+        return arrays
+
+    def attrs(self, p: _Prepared) -> dict[str, Any]:
+        """Returns the group attributes of a computed alignment."""
+        return dict(name=p.item.name, source=p.item.source, input_hash=p.input_hash, depth=p.depth,
+                    rows_used=p.msa.depth, length=p.msa.length, query=p.msa.query)  # fmt: skip
+
+    def write(self, writer, group: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Writes one alignment's group and its side files (ranked contacts, plot)."""
+        from msaformer.infer.contacts import plot_contacts, write_ranked_contacts
+
+        arrays = dict(arrays)
+        contacts = arrays.get("contacts")
+        if "contacts" not in self.stored:
+            arrays.pop("contacts", None)
+        writer.write(group, attrs, arrays)
+        if "contacts" in writer.side:
+            write_ranked_contacts(writer.side["contacts"].path(group + ".csv"), contacts, self.opts.top_contacts)
+        if "plots" in writer.side:
+            plot_contacts(writer.side["plots"].path(group + ".png"), contacts,
+                          title=f"{attrs['name']}  (L={attrs['length']}, rows={attrs['rows_used']})")  # fmt: skip
+
+
 def embed(
     inputs: Sequence[str | Path],
     checkpoint: str | Path,
@@ -281,8 +443,11 @@ def embed(
 ) -> EmbedSummary:
     """Runs the model on every alignment of ``inputs`` and writes ``out`` (HDF5) and its index CSV.
 
+    Under a launcher (``torchrun``, ``deepspeed``, SLURM ``srun``; more than one rank) the work is shared out
+    by :func:`msaformer.infer.distributed.embed_distributed`, which writes the same files.
+
     Args:
-        inputs: alignment files, directories of them, or shard directories.
+        inputs: alignment files, directories of them, shard directories or alignment databases.
         checkpoint: a ``save_model`` file; recorded in the output (``model`` may pass an already loaded model).
         out: the HDF5 file to write (atomically).
         options: see :class:`EmbedOptions`.
@@ -296,44 +461,15 @@ def embed(
         MsaformerError: a bad option or input, or (``on_error="fail"``) the first unusable alignment; in
             that case nothing is written.
     """
-    from msaformer import __version__
-    from msaformer.infer.contacts import plot_contacts, write_ranked_contacts
+    from msaformer.infer import distributed
     from msaformer.infer.writer import ResultWriter
 
     opts = options or EmbedOptions()
     out = Path(out)
-    if model is None:
-        runner = MsaInference.from_checkpoint(checkpoint, device=opts.device, dtype=opts.dtype,
-                                              toks_per_batch=opts.toks_per_batch)  # fmt: skip
-    else:
-        runner = MsaInference(model, device=opts.device, dtype=opts.dtype, toks_per_batch=opts.toks_per_batch)
-    layers = resolve_repr_layers(opts.repr_layers, runner.config.num_layers)
-    max_rows = runner.rows_limit(opts.max_seqs)
-    if not ({"per_tok", "mean"} & set(opts.include)):
-        layers = []
-    stored = [x for x in opts.include if x != "contacts_csv"]  # datasets written to the HDF5 file
-    computed = stored + (["contacts"] if opts.wants_contacts and "contacts" not in stored else [])
-    side: dict[str, Path] = {}
-    stem = out.with_suffix("") if out.suffix else out
-    if opts.plot:
-        side["plots"] = stem.with_name(stem.name + "_plots")
-    if "contacts_csv" in opts.include:
-        side["contacts"] = stem.with_name(stem.name + "_contacts")
-
-    result_options = {**asdict(opts), "max_seqs": max_rows or 0}
-    for key in ("toks_per_batch", "on_error", "device"):  # they do not change the stored results
-        result_options.pop(key)
-    result_options["device_type"] = runner.device.type
-    root_attrs = {
-        "checkpoint": str(checkpoint),
-        "model_config": asdict(runner.config),
-        "msaformer_version": __version__,
-        "options": {**asdict(opts), "max_seqs": max_rows or 0},
-        "repr_layers": layers,
-        "device": str(runner.device),
-        "precision": "bf16" if runner.autocast_dtype is not None else "fp32",
-    }
-    key = run_key(checkpoint, asdict(runner.config), result_options)
+    if distributed.launched_world_size() > 1:
+        return distributed.embed_distributed(inputs, checkpoint, out, opts, index=index, model=model,
+                                             progress=progress)  # fmt: skip
+    run = EmbedRun.create(checkpoint, out, opts, model)
     summary = EmbedSummary()
     names = UniqueNames()
     counter = Counter("embed", "MSAs", progress)
@@ -342,7 +478,7 @@ def embed(
     def advance() -> None:
         counter.advance(detail=f"{summary.failed} failed" + (f", {summary.reused} reused" if summary.reused else ""))
 
-    with ResultWriter(out, index, root_attrs, side, run_key=key) as writer:
+    with ResultWriter(out, index, run.root_attrs, run.side, run_key=run.key) as writer:
 
         def fail(item: InputItem, reason: str, depth: int = 0, rows: int = 0, length: int = 0) -> None:
             if opts.on_error == "fail":
@@ -359,7 +495,7 @@ def embed(
             summary.ok += 1
             advance()
 
-        def prepared() -> Iterator[_Prepared]:
+        def pieces() -> Iterator[_Piece]:
             for item in iter_inputs(inputs):
                 if item.error is not None:
                     fail(item, item.error)
@@ -371,35 +507,29 @@ def embed(
                     summary.reused += 1
                     ok(item, group, int(attrs["depth"]), int(attrs["rows_used"]), int(attrs["length"]))
                     continue
-                msa = subsample(item.msa, max_rows, opts.subsample, opts.seed)
-                reason = runner.check(msa)
-                if reason is not None:
-                    fail(item, reason, item.msa.depth, msa.depth, msa.length)
+                prepared = run.prepare(item)
+                if isinstance(prepared, str):
+                    msa = subsample(item.msa, run.max_rows, opts.subsample, opts.seed)
+                    fail(item, prepared, item.msa.depth, msa.depth, msa.length)
                     continue
-                yield _Prepared(replace(item, msa=None), item.msa.depth, msa, names(item.name), input_hash)
+                prepared.group = names(item.name)
+                yield from run.pieces(prepared)
 
-        for batch in stream_batches(prepared(), lambda p: (p.msa.depth, p.msa.length), opts.toks_per_batch,
-                                    same_depth=runner.same_depth_batches):  # fmt: skip
-            result = runner.forward(runner.encode([p.msa for p in batch]), layers, contacts=opts.wants_contacts)
-            for b, p in enumerate(batch):
-                arrays = extract_results(result, b, p.msa, computed, layers)
-                contacts = arrays.get("contacts")
-                if "contacts" not in stored:
-                    arrays.pop("contacts", None)
-                attrs = dict(name=p.item.name, source=p.item.source, input_hash=p.input_hash, depth=p.depth,
-                             rows_used=p.msa.depth, length=p.msa.length, query=p.msa.query)
-                writer.write(p.group, attrs, arrays)
-                if "contacts" in writer.side:
-                    write_ranked_contacts(writer.side["contacts"].path(p.group + ".csv"), contacts, opts.top_contacts)
-                if "plots" in writer.side:
-                    plot_contacts(writer.side["plots"].path(p.group + ".png"), contacts,
-                                  title=f"{p.item.name}  (L={p.msa.length}, rows={p.msa.depth})")  # fmt: skip
+        windows: dict[int, dict[int, dict[str, np.ndarray]]] = {}  # windowed alignments still incomplete
+        for batch in run.batches(pieces()):
+            for piece, arrays in zip(batch, run.compute(batch)):
+                p = piece.prepared
+                done = windows.setdefault(id(p), {})
+                done[piece.k] = arrays
+                if len(done) < len(p.spans):
+                    continue
+                del windows[id(p)]
+                run.write(writer, p.group, run.attrs(p), run.finish(p, [done[k] for k in range(len(p.spans))]))
                 ok(p.item, p.group, p.depth, p.msa.depth, p.msa.length)
-            del result
 
     summary.seconds = time.perf_counter() - start
     summary.out, summary.index = out, writer.index
-    summary.side_dirs = side
+    summary.side_dirs = run.side
     return summary
 
 
@@ -431,6 +561,7 @@ def root_attributes(path: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "EmbedOptions",
+    "EmbedRun",
     "EmbedSummary",
     "MsaInference",
     "embed",

@@ -177,3 +177,25 @@ class ResultWriter:
             outputs.abort()
             raise
         outputs.commit()
+
+
+def previous_run_keys(out: str | Path, run_key: str) -> set[tuple[str, str]]:
+    """Returns the ``(source, input_hash)`` of every MSA a previous complete output at ``out`` holds, when it
+    was made with the same ``run_key`` (the MSAs a new run reuses; see :meth:`ResultWriter.can_reuse`)."""
+    import h5py
+
+    out = Path(out)
+    if not run_key or not out.is_file():
+        return set()
+    try:
+        with h5py.File(out, "r") as h5:
+            if h5.attrs.get("format") != FORMAT or h5.attrs.get("run_key") != run_key:
+                return set()
+            keys = set()
+            for group in h5.values():
+                key = (str(group.attrs.get("source", "")), str(group.attrs.get("input_hash", "")))
+                if key[1]:
+                    keys.add(key)
+            return keys
+    except (OSError, KeyError, ValueError):
+        return set()
