@@ -41,6 +41,12 @@ class OnError(str, enum.Enum):
     skip = "skip"
 
 
+class ContactMethod(str, enum.Enum):
+    model = "model"
+    potts = "potts"
+    mi = "mi"
+
+
 def _split_csv(text: str, option: str) -> tuple[str, ...]:
     items = tuple(x.strip() for x in text.split(",") if x.strip())
     if not items:
@@ -180,7 +186,13 @@ def embed_cmd(
 
 def contacts_cmd(
     inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
-    checkpoint: Path = _checkpoint_opt(),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", "-c", help="Model file (save_model, export-weights or convert-esm); --method model only."
+    ),
+    method: ContactMethod = typer.Option(
+        ContactMethod.model, "--method",
+        help="model: the model's contact head; potts: GREMLIN-style Potts fit; mi: mutual information (both APC, every row unless --max-seqs).",
+    ),  # fmt: skip
     out: Path = typer.Option(..., "--out", "-o", help="HDF5 file of contact maps; ranked CSVs go to OUT_contacts/."),
     index: Path = _index_opt(),
     top: int = typer.Option(0, "--top", help="Pairs kept per range class in each ranked CSV (0 = all, separation >= 6)."),
@@ -197,6 +209,20 @@ def contacts_cmd(
     """Contact maps of every MSA's query, plus a ranked CSV per MSA (long range first, then medium, short)."""
     from msaformer.infer.msa import EmbedOptions, embed
 
+    if method != ContactMethod.model:  # coevolution: no model; every row unless --max-seqs says otherwise
+        from msaformer.contacts.predictors import PredictOptions, predict_contacts
+
+        options = PredictOptions(method=method.value, max_seqs=max_seqs, subsample=subsample_mode.value, seed=seed,
+                                 device=device.value)  # fmt: skip
+        if checkpoint is not None:
+            raise MsaformerError(f"--checkpoint is only read by --method model, not {method.value}")
+        with _terminate_cleanly(), progress_bar(not quiet) as progress:
+            summary = predict_contacts(inputs, out, options, index=index, top=top or None, plot=plot,
+                                       on_error=on_error.value, progress=progress)  # fmt: skip
+        _report(summary, "predicted")
+        return
+    if checkpoint is None:
+        raise MsaformerError("--method model needs --checkpoint MODEL (or use --method potts or mi)")
     opts = EmbedOptions(
         include=("contacts", "contacts_csv"), repr_layers=(), max_seqs=max_seqs,
         subsample=subsample_mode.value, seed=seed, toks_per_batch=toks_per_batch, device=device.value,
@@ -235,5 +261,7 @@ def score_variants_cmd(
 def register(app: typer.Typer) -> None:
     """Adds ``embed``, ``contacts`` and ``score-variants`` to the root app."""
     command(app, "embed", embed_cmd)
-    command(app, "contacts", contacts_cmd)
+    from msaformer.cli import contacts_cmds
+
+    contacts_cmds.register(app, contacts_cmd)  # ``contacts`` (= ``contacts predict``), ``evaluate``, ``fit``
     command(app, "score-variants", score_variants_cmd)

@@ -41,16 +41,19 @@ def rank_contacts(contacts: np.ndarray, top: int | None = None) -> list[tuple[in
     return rows
 
 
-def write_ranked_contacts(path: str | Path, contacts: np.ndarray, top: int | None = None) -> int:
-    """Writes the ranked contact CSV (:data:`CONTACT_COLUMNS`) of one map; returns the number of rows."""
+def write_ranked_contacts(path: str | Path, contacts: np.ndarray, top: int | None = None,
+                          value_name: str = "probability") -> int:
+    """Writes the ranked contact CSV (:data:`CONTACT_COLUMNS`) of one map; returns the number of rows.
+    ``value_name`` heads the third column: ``score`` for a coevolution map, whose values are not probabilities."""
     from msaformer.files import write_csv
 
     rows = rank_contacts(contacts, top)
-    write_csv(path, CONTACT_COLUMNS, ((i, j, f"{p:.6g}", s, r) for i, j, p, s, r in rows))
+    header = ("i", "j", value_name, "separation", "range")
+    write_csv(path, header, ((i, j, f"{p:.6g}", s, r) for i, j, p, s, r in rows))
     return len(rows)
 
 
-def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> None:
+def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "", value_name: str = "probability") -> None:
     """Saves a PNG of a contact map: probabilities below the diagonal (colour range = the map's 1st-99th
     percentile), the top-L medium/long-range pairs above it. Axes are 1-based query columns, as in the CSVs."""
     from msaformer.plotting import pyplot, save_figure
@@ -76,6 +79,6 @@ def plot_contacts(path: str | Path, contacts: np.ndarray, title: str = "") -> No
     ax.set_xlabel("residue j (query column, 1-based)")
     ax.set_ylabel("residue i (query column, 1-based)")
     ax.set_title(f"{title or 'predicted contacts'}\nred: top-{len(top)} pairs with separation >= 12", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(contact)" if value_name == "probability" else value_name)
     fig.tight_layout()
     save_figure(fig, path)

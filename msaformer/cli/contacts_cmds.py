@@ -1,0 +1,92 @@
+"""``msaformer contacts [predict] | evaluate | fit``: contact maps, their precision against structures, and fitting
+a model's contact head (thin wrappers over :mod:`msaformer.contacts`).
+
+``msaformer contacts FILES... -c MODEL -o OUT`` stays what it always was: a first argument that is not a
+subcommand's name runs ``contacts predict`` (:class:`DefaultCommandGroup`). An input file literally named
+``evaluate`` or ``fit`` is given as ``msaformer contacts predict evaluate ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from msaformer.cli._app import MsaformerSubGroup, command, console, new_app, progress_bar
+from msaformer.cli.infer_cmds import ContactMethod, Device, Dtype, Subsample, _terminate_cleanly
+
+_PAIRS_HELP = ("CSV/TSV with name, msa and structure + chain (PDB/mmCIF, .gz too) or truth (contact list i,j); "
+               "optional block; paths relative to it.")
+
+
+class DefaultCommandGroup(MsaformerSubGroup):
+    """A command group that runs :attr:`default_command` when the first argument names no subcommand."""
+
+    default_command = "predict"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _print_table(result, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("protein", "L", "rows", "long true", "long P@L", "long P@L/5", "medium P@L/5", "short P@L/5"):
+        table.add_column(column, justify="left" if column == "protein" else "right", no_wrap=column == "protein")
+
+    def fmt(value):
+        return "-" if isinstance(value, float) and math.isnan(value) else (f"{value:.3f}" if isinstance(value, float)
+                                                                           else str(value))
+
+    for row in [*result.rows, result.mean]:
+        table.add_row(row["name"], fmt(row["L"]), fmt(row["rows"]), fmt(row["long_true"]), fmt(row["long_P@L"]),
+                      fmt(row["long_P@L/5"]), fmt(row["medium_P@L/5"]), fmt(row["short_P@L/5"]))
+    console.print(table)
+
+
+def evaluate_cmd(
+    pairs: Path = typer.Option(..., "--pairs", help=_PAIRS_HELP),
+    method: ContactMethod = typer.Option(ContactMethod.model, "--method", help="What predicts the maps."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Model file (--method model)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: precision.csv, maps.h5, one PNG per protein."),
+    max_seqs: Optional[int] = typer.Option(
+        None, "--max-seqs", show_default=False,
+        help="Rows kept per MSA, query included (default: 256 for a model, every row for potts/mi); 0 = all.",
+    ),  # fmt: skip
+    subsample_mode: Subsample = typer.Option(Subsample.first, "--subsample", help="How rows are chosen."),
+    seed: int = typer.Option(0, help="Seed of --subsample random."),
+    potts_iterations: int = typer.Option(100, "--potts-iterations", help="L-BFGS iterations of --method potts."),
+    min_identity: float = typer.Option(0.9, "--min-identity", help="Least identity of the chain-to-query mapping."),
+    device: Device = typer.Option(Device.auto, help="auto: CUDA when visible, else CPU."),
+    dtype: Dtype = typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU (--method model)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Precision of the top L, L/2, L/5 predicted contacts (short, medium, long range) against structures."""
+    from msaformer.contacts.evaluate import evaluate_pairs
+    from msaformer.contacts.predictors import ContactPredictor, PredictOptions
+
+    options = PredictOptions(method=method.value, max_seqs=max_seqs, subsample=subsample_mode.value, seed=seed,
+                             device=device.value, dtype=dtype.value, potts_iterations=potts_iterations)
+    predictor = ContactPredictor(options, checkpoint)
+    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+        result = evaluate_pairs(pairs, predictor, out, min_identity=min_identity, progress=progress)
+    _print_table(result, f"{method.value}: precision of the top-ranked pairs ({pairs})")
+    console.print(f"[green]wrote[/] {out}/ (precision.csv, maps.h5, {len(result.rows)} PNGs) in "
+                  f"{result.seconds:.1f} s", highlight=False)
+
+
+def register(app: typer.Typer, predict_cmd) -> None:
+    """Adds the ``contacts`` group (``predict``, the default, ``evaluate``, ``fit``) to the root app."""
+    group = new_app(
+        "Contact maps (model, potts or mi), their precision against structures, and fitting a model's contact "
+        "head. 'msaformer contacts FILES... -c MODEL -o OUT' runs 'contacts predict'.",
+        cls=DefaultCommandGroup,
+    )
+    command(group, "predict", predict_cmd)
+    command(group, "evaluate", evaluate_cmd)
+    app.add_typer(group, name="contacts")
