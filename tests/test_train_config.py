@@ -148,3 +148,38 @@ def test_module_entry_parses_like_the_cli_and_accepts_deepspeed_local_rank():
         "with `msaformer preprocess ALIGNMENTS --out /nonexistent/y`"
     done = subprocess.run([sys.executable, "-m", "msaformer.train", "--confg", "x"], capture_output=True, text=True)
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "--confg" in done.stderr
+
+
+def test_non_finite_loss_stops_before_saving_and_keeps_the_good_checkpoint(msa_shards, tmp_path):
+    """A run whose weights diverged stops at its first non-finite loss in one line, before saving: keep_last=1
+    cannot push the last checkpoint out."""
+    from msaformer.cli.main import app
+    from tests.train_fixtures import tiny_overrides
+
+    run_dir = tmp_path / "run"
+
+    def args(**extra):
+        out = ["train", "--config", str(TINY)]
+        for item in tiny_overrides(msa_shards, run_dir, **{"train.save_interval": 1, "train.keep_last": 1, **extra}):
+            out += ["--set", item]
+        return out
+
+    result = CliRunner().invoke(app, args(**{"train.steps": 2}))
+    assert result.exit_code == 0, result.output
+    import torch
+
+    from msaformer.train.checkpoints import write_checksums
+
+    folder = run_dir / "checkpoints" / "step-00000002"
+    states = next(folder.glob("*model_states.pt"))
+    payload = torch.load(states, weights_only=True)
+    first = next(iter(payload["module"]))
+    payload["module"][first].fill_(float("inf"))  # weights that diverged (consistent checksums: it loads)
+    torch.save(payload, states)
+    write_checksums(folder)
+    result = CliRunner().invoke(app, args(**{"train.steps": 8}))
+    assert result.exit_code == 1, result.output
+    assert "step 3: the training loss is not finite" in result.output, result.output
+    assert "step-00000002, is untouched" in result.output and "Traceback" not in result.output
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert checkpoints == ["step-00000002"] and (run_dir / "checkpoints" / "latest").read_text() == "step-00000002"
