@@ -417,6 +417,30 @@ def test_a_decompression_bomb_is_refused_before_it_fills_the_memory(tmp_path):
     assert read_alignments(tmp_path / "redundant.a3m.gz")[0].depth == 200_001
 
 
+def test_decompression_limits_are_options(tmp_path):
+    import gzip as gz
+
+    from typer.testing import CliRunner
+
+    from msaformer.cli.main import app
+
+    redundant = tmp_path / "redundant.a3m.gz"
+    redundant.write_bytes(gz.compress(b">q\nMKV\n" + b">r\nMKV\n" * 20_000, 9))  # 160 KB in about 1 KB
+    runner = CliRunner()
+    result = runner.invoke(app, ["preprocess", str(redundant), "-o", str(tmp_path / "a"), "-q",
+                                 "--max-decompressed", "100K"])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "redundant.a3m.gz: decompresses to more than 102,400 bytes" in result.output
+    assert "--max-decompressed" in result.output
+    from msaformer.data import parsers
+
+    assert parsers.decompressed_limit(1 << 30) == parsers.MAX_DECOMPRESSED_BYTES  # the run's limits ended with it
+    result = runner.invoke(app, ["preprocess", str(redundant), "-o", str(tmp_path / "b"), "-q", "--max-expansion", "2"])
+    assert result.exit_code == 0, result.output  # 64 MiB are always allowed
+    result = runner.invoke(app, ["preprocess", str(redundant), "-o", str(tmp_path / "c"), "--max-expansion", "0"])
+    assert result.exit_code == 1 and "--max-expansion must be at least 1" in result.output
+
+
 def test_runs_of_nul_bytes_cost_nothing():
     import resource
 

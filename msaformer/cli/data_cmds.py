@@ -51,6 +51,10 @@ def preprocess(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards already in OUT."),
     compression: Compression = typer.Option(Compression.gzip, "--compression",
                                            help="gzip: HDF5 deflate, compressed by the workers; none: raw chunks."),
+    max_expansion: int = typer.Option(64, "--max-expansion", help="A .gz input may decompress to this many times its "
+                                      "size (and always to 64 MiB); beyond it is refused as a decompression bomb."),
+    max_decompressed: str = typer.Option("16G", "--max-decompressed", metavar="BYTES", help="Ceiling of any .gz "
+                                         "input's decompressed size, whatever --max-expansion allows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Parse alignments (A3M, A2M, aligned FASTA, Stockholm; .gz, .tar; ffindex, MMseqs2 and OpenFold
@@ -62,7 +66,8 @@ def preprocess(
             inputs, out, workers=workers, scheduler=scheduler, task_bytes=parse_size(task_size, "--task-size") if task_size else None,
             shard_size=shard_size, max_seqs=max_seqs, min_seqs=min_seqs, dedup=dedup, on_error=on_error.value,
             report=report, resume=resume, overwrite=overwrite, compression=compression.value,
-            merge_per_chain=merge_per_chain, progress=progress,
+            merge_per_chain=merge_per_chain, max_expansion=max_expansion,
+            max_decompressed=parse_size(max_decompressed, "--max-decompressed"), progress=progress,
         )  # fmt: skip
     _print_summary(result)
 

@@ -19,6 +19,8 @@ Semantics (see README "Alignment formats"):
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import os
 import re
@@ -31,7 +33,7 @@ import numpy as np
 from msaformer.data._a3m import parse_a3m
 from msaformer.data._stockholm import parse_stockholm, split_stockholm
 from msaformer.data.msa import Msa
-from msaformer.errors import AlignmentError
+from msaformer.errors import AlignmentError, MsaformerError
 
 __all__ = [
     "ALIGNMENT_SUFFIXES",
@@ -204,9 +206,30 @@ MIN_DECOMPRESSED_BYTES = 64 << 20
 MAX_DECOMPRESSED_BYTES = 16 << 30
 
 
+#: This process's limits (``preprocess --max-expansion / --max-decompressed`` set them in every worker).
+_limits = {"expansion": MAX_EXPANSION, "ceiling": MAX_DECOMPRESSED_BYTES}
+
+
+@contextlib.contextmanager
+def decompression_limits(max_expansion: int | None = None, max_bytes: int | None = None):
+    """Within the block, gzip inputs read in this process use these limits (None: the default); see
+    :func:`decompressed_limit`."""
+    for value, name in ((max_expansion, "--max-expansion"), (max_bytes, "--max-decompressed")):
+        if value is not None and value < 1:
+            raise MsaformerError(f"{name} must be at least 1, got {value}")
+    previous = dict(_limits)
+    _limits["expansion"] = MAX_EXPANSION if max_expansion is None else int(max_expansion)
+    _limits["ceiling"] = MAX_DECOMPRESSED_BYTES if max_bytes is None else int(max_bytes)
+    try:
+        yield
+    finally:
+        _limits.update(previous)
+
+
 def decompressed_limit(compressed: int) -> int:
-    """Returns how many bytes ``compressed`` bytes of gzip data may decompress to."""
-    return min(MAX_DECOMPRESSED_BYTES, max(MIN_DECOMPRESSED_BYTES, MAX_EXPANSION * compressed))
+    """Returns how many bytes ``compressed`` bytes of gzip data may decompress to: ``max_expansion`` times as
+    many, and at least ``MIN_DECOMPRESSED_BYTES``, but never more than ``max_bytes``."""
+    return min(_limits["ceiling"], max(MIN_DECOMPRESSED_BYTES, _limits["expansion"] * compressed))
 
 
 def _decompress(raw: bytes, where: str) -> bytes:
@@ -225,8 +248,10 @@ def _decompress(raw: bytes, where: str) -> bytes:
                 total += len(piece)
                 if total > limit:
                     raise AlignmentError(
-                        f"{where}: decompresses to more than {limit:,} bytes ({MAX_EXPANSION}x its {len(raw):,} bytes, "
-                        f"at least {MIN_DECOMPRESSED_BYTES >> 20} MiB); refused as a decompression bomb"
+                        f"{where}: decompresses to more than {limit:,} bytes (the limit: {_limits['expansion']}x its "
+                        f"{len(raw):,} bytes, at least {MIN_DECOMPRESSED_BYTES >> 20} MiB, at most "
+                        f"{_limits['ceiling']:,}); refused as a decompression bomb (if it is real, raise "
+                        "--max-expansion or --max-decompressed)"
                     )
                 out.append(piece)
                 pending = stream.unconsumed_tail

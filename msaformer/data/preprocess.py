@@ -79,6 +79,8 @@ class TaskOptions:
     resume: bool
     merge_per_chain: bool = False
     parallel_deflate: bool = True  # False on Dask: the workers already use every core
+    max_expansion: int | None = None  # gzip limits (None: msaformer.data.parsers' defaults)
+    max_decompressed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,13 @@ def run_task(spec: TaskSpec) -> TaskResult:
     Runs in a worker (or in the client with one worker). With ``on_error="fail"`` a bad input raises
     :class:`~msaformer.errors.AlignmentError` naming it, and the task commits nothing.
     """
+    from msaformer.data.parsers import decompression_limits
+
+    with decompression_limits(spec.options.max_expansion, spec.options.max_decompressed):
+        return _run_task(spec)
+
+
+def _run_task(spec: TaskSpec) -> TaskResult:
     from msaformer.allocator import keep_freed_memory
     from msaformer.data.chunks import encode_record, set_parallel_deflate
     from msaformer.data.databases import close_handles
@@ -701,6 +710,8 @@ def preprocess(
     overwrite: bool = False,
     compression: str = "gzip",
     merge_per_chain: bool = False,
+    max_expansion: int | None = None,
+    max_decompressed: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> PreprocessResult:
     """Parses ``inputs`` into shards under ``out_dir``; returns the run's summary.
@@ -720,6 +731,9 @@ def preprocess(
         merge_per_chain: join the alignments of each OpenFold chain (a chain directory's files, an alignment_db
             chain's members) into one record named after the chain: the first one's query, all rows, exact
             duplicate rows dropped.
+        max_expansion, max_decompressed: how far a gzip input may decompress: ``max_expansion`` times its size
+            (default 64, and always 64 MiB) but never past ``max_decompressed`` bytes (default 16 GiB); beyond
+            that it is rejected as a decompression bomb.
         progress: called as tasks finish (see :mod:`msaformer.progress`).
     """
     from msaformer import __version__
@@ -741,6 +755,10 @@ def preprocess(
         raise MsaformerError(f"--task-size must be at least 1 byte, got {task_bytes}")
     if resume and overwrite:
         raise MsaformerError("--resume and --overwrite exclude each other; pick one")
+    from msaformer.data.parsers import decompression_limits
+
+    with decompression_limits(max_expansion, max_decompressed):  # checks them (each task applies them)
+        pass
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ShardError(f"--out {out} is a file; give a directory for the shards")
@@ -748,7 +766,8 @@ def preprocess(
     n_inputs, total = survey(iter_sources(inputs, exclude=out, unique_keys=True))  # also: every input exists, before anything is made
     task_bytes = task_bytes or auto_task_bytes(total)
     options = TaskOptions(os.fspath(out), max_seqs, min_seqs, dedup, compression, on_error, shard_size,
-                          shard_size_bytes, resume, merge_per_chain, parallel_deflate=workers <= 1 and not scheduler)
+                          shard_size_bytes, resume, merge_per_chain, parallel_deflate=workers <= 1 and not scheduler,
+                          max_expansion=max_expansion, max_decompressed=max_decompressed)
     settings = {"compression": compression, "max_seqs": max_seqs, "min_seqs": min_seqs, "dedup": dedup,
                 "merge_per_chain": merge_per_chain}
 
