@@ -148,6 +148,58 @@ def _quiet_opt():
     return typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
+# New sequences (FASTA, no MSA yet) and long MSAs: the options embed, contacts and score-variants share.
+def _db_opt():
+    return typer.Option(None, "--db", help="INPUTS are FASTA files of sequences: search each against this FASTA "
+                        "database first (jackhmmer, `msaformer search` defaults), then run the model.")
+
+
+def _single_sequence_opt():
+    return typer.Option(False, "--single-sequence", help="INPUTS are FASTA files of sequences: run each as a one-row "
+                        "MSA (no search; weaker than a real MSA).")
+
+
+def _msa_dir_opt():
+    return typer.Option(None, "--msa-dir", help="Where --db / --single-sequence write the A3M files (default: "
+                        "OUT without suffix + _msas/).")
+
+
+def _window_opt():
+    return typer.Option(0, "--window", help="Score MSAs longer than this many columns in overlapping windows of it "
+                        "(at most the model's positions - 1); 0 = longer than the model: skipped.")
+
+
+def _stride_opt():
+    return typer.Option(None, "--stride", help="Columns between window starts (default: --window / 2).",
+                        show_default=False)
+
+
+def _alignment_inputs(inputs, out: Path, db, single_sequence: bool, msa_dir, progress) -> list:
+    """Returns the alignments to run: ``inputs`` themselves, or the A3M files made for FASTA sequences."""
+    if db is None and not single_sequence:
+        if msa_dir is not None:
+            raise MsaformerError("--msa-dir is only used with --db or --single-sequence")
+        return list(inputs)
+    from msaformer.search import sequence_inputs
+
+    if msa_dir is None:
+        stem = out.with_suffix("") if out.suffix else out
+        msa_dir = stem.with_name(stem.name + "_msas")
+    return sequence_inputs(inputs, msa_dir, db=db, single_sequence=single_sequence, progress=progress)
+
+
+@contextlib.contextmanager
+def _launcher_group(out: Path, device: str = "auto"):
+    """Holds one process group for a whole command under torchrun / deepspeed / srun (no-op otherwise)."""
+    from msaformer.infer.distributed import ProcessGroup, launched_world_size, parts_dir
+
+    if launched_world_size() <= 1:
+        yield
+        return
+    with ProcessGroup(parts_dir(out), device):
+        yield
+
+
 def embed_cmd(
     inputs: list[Path] = typer.Argument(..., help=_INPUTS_HELP, show_default=False),
     checkpoint: Path = _checkpoint_opt(),
@@ -168,6 +220,11 @@ def embed_cmd(
     on_error: OnError = _on_error_opt(),
     plot: bool = _plot_opt(),
     top_contacts: int = typer.Option(0, "--top-contacts", help="With contacts_csv: pairs kept per range class (0 = all)."),
+    db: Optional[Path] = _db_opt(),
+    single_sequence: bool = _single_sequence_opt(),
+    msa_dir: Optional[Path] = _msa_dir_opt(),
+    window: int = _window_opt(),
+    stride: Optional[int] = _stride_opt(),
     quiet: bool = _quiet_opt(),
 ) -> None:
     """Embeddings, contacts and logits of the query of every MSA: one HDF5 group per MSA plus an index CSV."""
@@ -177,9 +234,10 @@ def embed_cmd(
         include=_split_csv(include, "--include"), repr_layers=_parse_layers(repr_layers),
         max_seqs=max_seqs, subsample=subsample_mode.value, seed=seed, toks_per_batch=toks_per_batch,
         device=device.value, dtype=dtype.value, on_error=on_error.value, plot=plot,
-        top_contacts=top_contacts or None,
+        top_contacts=top_contacts or None, window=window, stride=stride,
     )  # fmt: skip
-    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+    with _terminate_cleanly(), _launcher_group(out, device.value), progress_bar(not quiet) as progress:
+        inputs = _alignment_inputs(inputs, out, db, single_sequence, msa_dir, progress)
         summary = embed(inputs, checkpoint, out, opts, index=index, progress=progress)
     _report(summary, "embedded")
 
@@ -204,6 +262,11 @@ def contacts_cmd(
     dtype: Dtype = _dtype_opt(),
     on_error: OnError = _on_error_opt(),
     plot: bool = _plot_opt(),
+    db: Optional[Path] = _db_opt(),
+    single_sequence: bool = _single_sequence_opt(),
+    msa_dir: Optional[Path] = _msa_dir_opt(),
+    window: int = _window_opt(),
+    stride: Optional[int] = _stride_opt(),
     quiet: bool = _quiet_opt(),
 ) -> None:
     """Contact maps of every MSA's query, plus a ranked CSV per MSA (long range first, then medium, short)."""
@@ -216,7 +279,10 @@ def contacts_cmd(
                                  device=device.value)  # fmt: skip
         if checkpoint is not None:
             raise MsaformerError(f"--checkpoint is only read by --method model, not {method.value}")
+        if window:
+            raise MsaformerError(f"--window is only used by --method model, not {method.value}")
         with _terminate_cleanly(), progress_bar(not quiet) as progress:
+            inputs = _alignment_inputs(inputs, out, db, single_sequence, msa_dir, progress)
             summary = predict_contacts(inputs, out, options, index=index, top=top or None, plot=plot,
                                        on_error=on_error.value, progress=progress)  # fmt: skip
         _report(summary, "predicted")
@@ -226,9 +292,10 @@ def contacts_cmd(
     opts = EmbedOptions(
         include=("contacts", "contacts_csv"), repr_layers=(), max_seqs=max_seqs,
         subsample=subsample_mode.value, seed=seed, toks_per_batch=toks_per_batch, device=device.value,
-        dtype=dtype.value, on_error=on_error.value, plot=plot, top_contacts=top or None,
+        dtype=dtype.value, on_error=on_error.value, plot=plot, top_contacts=top or None, window=window, stride=stride,
     )  # fmt: skip
-    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+    with _terminate_cleanly(), _launcher_group(out, device.value), progress_bar(not quiet) as progress:
+        inputs = _alignment_inputs(inputs, out, db, single_sequence, msa_dir, progress)
         summary = embed(inputs, checkpoint, out, opts, index=index, progress=progress)
     _report(summary, "predicted")
 
@@ -246,11 +313,23 @@ def score_variants_cmd(
     toks_per_batch: int = _toks_opt(),
     device: Device = _device_opt(),
     dtype: Dtype = _dtype_opt(),
+    db: Optional[Path] = typer.Option(None, "--db", help="--msa is a FASTA file of one sequence: search it against "
+                                      "this FASTA database first (jackhmmer), then score."),
+    single_sequence: bool = typer.Option(False, "--single-sequence", help="--msa is a FASTA file of one sequence: "
+                                         "score it as a one-row MSA (weaker than a real MSA)."),
+    msa_dir: Optional[Path] = _msa_dir_opt(),
 ) -> None:
     """Zero-shot masked-marginal variant scores: log p(mutant) - log p(wild type), the position masked."""
     from msaformer.infer.variants import score_variants
 
     with _terminate_cleanly():
+        if db is not None or single_sequence:
+            made = _alignment_inputs([msa], out, db, single_sequence, msa_dir, None)
+            if len(made) != 1:
+                raise MsaformerError(f"{msa}: holds {len(made)} sequences; score-variants needs exactly one")
+            msa = made[0]
+        elif msa_dir is not None:
+            raise MsaformerError("--msa-dir is only used with --db or --single-sequence")
         rows = score_variants(
             msa, mutations, checkpoint, out, max_seqs=max_seqs, subsample_mode=subsample_mode.value, seed=seed,
             toks_per_batch=toks_per_batch, device=device.value, dtype=dtype.value,
@@ -265,3 +344,6 @@ def register(app: typer.Typer) -> None:
 
     contacts_cmds.register(app, contacts_cmd)  # ``contacts`` (= ``contacts predict``), ``evaluate``, ``fit``
     command(app, "score-variants", score_variants_cmd)
+    from msaformer.cli import search_cmds
+
+    search_cmds.register(app)  # ``search``: MSAs for new sequences, the inputs of --db
