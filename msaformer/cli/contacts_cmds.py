@@ -80,6 +80,47 @@ def evaluate_cmd(
                   f"{result.seconds:.1f} s", highlight=False)
 
 
+def fit_cmd(
+    pairs: Path = typer.Option(..., "--pairs", help="Training proteins: " + _PAIRS_HELP),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model whose contact head is fitted."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write: the same model, its contact head fitted."),
+    holdout_pairs: Optional[Path] = typer.Option(
+        None, "--holdout-pairs", help="Other proteins to report the fitted head's precision on (not fitted on)."
+    ),
+    c: float = typer.Option(0.15, "--c", help="Inverse L1 strength of the logistic regression (ESM: 0.15)."),
+    max_seqs: Optional[int] = typer.Option(
+        None, "--max-seqs", show_default=False, help="Rows kept per MSA, query included (default 256); 0 = all."
+    ),
+    subsample_mode: Subsample = typer.Option(Subsample.first, "--subsample", help="How rows are chosen."),
+    seed: int = typer.Option(0, help="Seed of --subsample random."),
+    min_identity: float = typer.Option(0.9, "--min-identity", help="Least identity of the chain-to-query mapping."),
+    device: Device = typer.Option(Device.auto, help="auto: CUDA when visible, else CPU."),
+    dtype: Dtype = typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fit a model's contact head on structures (L1 logistic regression on row attentions, as ESM did)."""
+    from msaformer.contacts.fit import fit_contact_head
+    from msaformer.contacts.predictors import PredictOptions
+
+    options = PredictOptions(method="model", max_seqs=max_seqs, subsample=subsample_mode.value, seed=seed,
+                             device=device.value, dtype=dtype.value)
+    with _terminate_cleanly(), progress_bar(not quiet) as progress:
+        result = fit_contact_head(pairs, checkpoint, out, holdout=holdout_pairs, C=c, options=options,
+                                  min_identity=min_identity, progress=progress)  # fmt: skip
+    from types import SimpleNamespace
+
+    _print_table(SimpleNamespace(rows=result.train, mean={"name": "mean", "L": "", "rows": "", "long_true": "",
+                                                          **result.train_mean}),
+                 "fitted head on its training proteins")  # fmt: skip
+    if result.holdout:
+        _print_table(SimpleNamespace(rows=result.holdout, mean={"name": "mean", "L": "", "rows": "", "long_true": "",
+                                                                **result.holdout_mean}),
+                     "fitted head on the held-out proteins")  # fmt: skip
+    console.print(f"[green]wrote[/] {out} (contact head fitted on {len(result.train)} proteins, {result.pairs} pairs, "
+                  f"{result.positives} contacts; {result.nonzero} of {result.weight.size} weights non-zero)",
+                  highlight=False)  # fmt: skip
+
+
 def register(app: typer.Typer, predict_cmd) -> None:
     """Adds the ``contacts`` group (``predict``, the default, ``evaluate``, ``fit``) to the root app."""
     group = new_app(
@@ -89,4 +130,5 @@ def register(app: typer.Typer, predict_cmd) -> None:
     )
     command(group, "predict", predict_cmd)
     command(group, "evaluate", evaluate_cmd)
+    command(group, "fit", fit_cmd)
     app.add_typer(group, name="contacts")

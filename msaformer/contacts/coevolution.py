@@ -73,7 +73,7 @@ def apc(scores: torch.Tensor) -> torch.Tensor:
     row = s.sum(1) / max(length - 1, 1)
     total = s.sum() / max(length * (length - 1), 1)
     corrected = s - row[:, None] * row[None, :] / total if total > 0 else s
-    return corrected * off
+    return (corrected + corrected.T) * 0.5 * off  # exactly symmetric (rounding of s differs by a few ulp)
 
 
 def _device(device: str | torch.device) -> torch.device:
