@@ -93,6 +93,9 @@ def _report(summary, what: str) -> None:
     if summary.reused:
         console.print(f"{summary.reused} MSA(s) reused from the previous {summary.out} (same model and options)",
                       highlight=False)
+    if getattr(summary, "resumed_batches", 0):
+        console.print(f"resumed: {summary.resumed_batches} of {summary.batches} batches were computed by the "
+                      "interrupted run, the rest now", highlight=False)
     if len(summary.errors) > 5:
         console.print(f"[yellow]... and {len(summary.errors) - 5} more (see the index)[/]", highlight=False)
 

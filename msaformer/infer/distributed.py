@@ -404,8 +404,7 @@ def embed_distributed(
         parts.flush()
         group.barrier()
         summary = EmbedSummary(out=out)
-        summary.resumed_batches = len(done)  # type: ignore[attr-defined]
-        summary.batches = len(batches)  # type: ignore[attr-defined]
+        summary.resumed_batches, summary.batches = len(done), len(batches)
         if ranks.is_main:
             _merge(run, out, index, records, batches, folder, plan, summary, progress)
             shutil.rmtree(folder, ignore_errors=True)

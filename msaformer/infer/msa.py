@@ -107,6 +107,8 @@ class EmbedSummary:
     index: Path | None = None
     side_dirs: dict[str, Path] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    batches: int = 0  # multi-process runs: batches of the plan
+    resumed_batches: int = 0  # of them: found in the part files of an interrupted run, not computed again
 
     @property
     def msas_per_second(self) -> float:
