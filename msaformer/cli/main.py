@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from msaformer import __version__
-from msaformer.cli import data_cmds, infer_cmds, model_cmds, promoter_cmds, train_cmds
+from msaformer.cli import data_cmds, eval_cmds, infer_cmds, model_cmds, promoter_cmds, train_cmds
 from msaformer.cli._app import MsaformerGroup, new_app, set_verbose
 
 app = new_app(
@@ -38,7 +38,7 @@ def root(
     set_verbose(verbose)
 
 
-for _module in (data_cmds, model_cmds, train_cmds, infer_cmds, promoter_cmds):
+for _module in (data_cmds, model_cmds, train_cmds, infer_cmds, eval_cmds, promoter_cmds):
     _module.register(app)
 
 
