@@ -450,6 +450,37 @@ def test_runs_of_nul_bytes_cost_nothing():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 << 10  # the input is 50 MB
 
 
+def test_blank_lines_cost_nothing_and_keep_their_line_numbers(monkeypatch):
+    import re
+    import resource
+
+    from msaformer.data import _a3m
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    [msa] = parse_alignment(b">q\nMKV\n" + b"\n" * (50 << 20) + b">r\nMKI\n", "a3m", source="x.a3m")
+    assert msa.sequences == ["MKV", "MKI"]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 << 10  # the input is 50 MB
+
+    pad = b"#" + b"x" * (_a3m._SMALL_BYTES + 10) + b"\n"  # above the small-file reader's size
+    good = b">q\nMKV\n>r\nMKV\n"
+    files = [
+        b">q\nMKV\n" + b"\n" * 1000 + b">r\nMK\n" + pad,
+        b">q\nMKV\n" + b" \r\n\t\n" * 500 + b">r\nMKV\n>s\nMK1\n" + pad,
+        good + b"\x00" + b"\n" * 300 + good + b"\x00" + good + b"\n" * 200 + b">s\nMK\n" + pad,
+        b"\n" * 500 + b"MKV\n" + pad,
+    ]
+
+    def message(data):
+        with pytest.raises(AlignmentError) as err:
+            parse_alignment(data, "a3m", source="x.a3m")
+        return str(err.value)
+
+    collapsed = [message(data) for data in files]
+    monkeypatch.setattr(_a3m, "_BLANK_RUNS", re.compile(rb"(?!)"))  # the same files, nothing collapsed
+    assert collapsed == [message(data) for data in files]
+    assert "line 1003" in collapsed[0] and "line 1006" in collapsed[1] and "line 513" in collapsed[2]
+
+
 @pytest.mark.parametrize("bad", [9_999, 5_000, 0])
 def test_a_bad_block_is_found_in_linear_work(monkeypatch, bad):
     """A truncated ColabFold download: 10,000 NUL-separated blocks, one bad. The work is counted (bytes handed to

@@ -14,6 +14,8 @@ insertions belongs to. Python does O(1) work per record (its name) and per block
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from msaformer.errors import AlignmentError
@@ -46,6 +48,49 @@ TO_ALIGNED[97:123] -= 32
 TO_ALIGNED[ord(".")] = ord("-")
 
 A3mResult = tuple  # (label, names, tokens [N, L] uint8, deletions [N, L] uint8, metadata)
+
+
+#: Whitespace between two line ends, at least this long, is collapsed to one line end before parsing: the
+#: per-line arrays would otherwise cost tens of bytes for every blank line (a file of newlines, a padded download).
+_BLANK_RUN_BYTES = 64
+_BLANK_RUNS = re.compile(rb"\n[ \t\r\n\v\f]{%d,}\n" % (_BLANK_RUN_BYTES - 2))
+
+
+class _LineMap:
+    """Line ends removed by :func:`collapse_blank_runs`, so that line numbers still count the original file's
+    lines: ``removed(pos)`` is how many line ends were removed before byte ``pos`` of the collapsed data."""
+
+    def __init__(self, positions: np.ndarray, removed: np.ndarray, offset: int = 0, base: int = 0) -> None:
+        self.positions, self.cumulative, self.offset, self.base = positions, removed, offset, base
+
+    def removed(self, pos: int) -> int:
+        k = int(np.searchsorted(self.positions, self.offset + int(pos), side="right")) - 1
+        return (int(self.cumulative[k]) if k >= 0 else 0) - self.base
+
+    def shifted(self, lo: int) -> "_LineMap":
+        """The map of the collapsed data from byte ``lo`` on."""
+        return _LineMap(self.positions, self.cumulative, self.offset + int(lo), self.base + self.removed(lo))
+
+
+def collapse_blank_runs(data: bytes) -> tuple[bytes, "_LineMap | None"]:
+    """Returns ``data`` with long runs of blank lines collapsed to one line end (they hold nothing an A3M
+    reader keeps), and the map that restores line numbers (None when nothing was collapsed)."""
+    if b"\n\n" not in data and b"\n\r\n" not in data and b"\n " not in data and b"\n\t" not in data:
+        return data, None
+    pieces, positions, removed = [], [], []
+    at = kept = gone = 0
+    for match in _BLANK_RUNS.finditer(data):
+        start, end = match.span()
+        pieces.append(data[at : start + 1])  # up to and including the run's first line end
+        kept += start + 1 - at
+        gone += data.count(b"\n", start + 1, end)
+        positions.append(kept)
+        removed.append(gone)
+        at = end
+    if not positions:
+        return data, None
+    pieces.append(data[at:])
+    return b"".join(pieces), _LineMap(np.array(positions, dtype=np.int64), np.array(removed, dtype=np.int64))
 
 
 class BlockError(AlignmentError):
@@ -114,7 +159,7 @@ def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mRe
         plain = parse_plain(data, source)
         if plain is not None:
             return plain
-    parser = A3mFile(data)
+    parser = A3mFile.of_file(data)
     n = parser.n_blocks
     labels = [f"{source}#{k}" if n > 1 else source for k in range(n)]
     try:
@@ -122,10 +167,10 @@ def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mRe
     except BlockError as exc:
         if n < 2:
             raise
-        raise _first_error(data, parser, labels, where, exc) from None
+        raise _first_error(parser, labels, where, exc) from None
 
 
-def _first_error(data: bytes, parser: "A3mFile", labels: list[str], where: str, exc: BlockError) -> BlockError:
+def _first_error(parser: "A3mFile", labels: list[str], where: str, exc: BlockError) -> BlockError:
     """Returns the error of the first bad block, as a file holding that block alone would report it.
 
     The vectorised pass reports *a* bad block (its checks run in a fixed order over all blocks at once). The
@@ -136,7 +181,7 @@ def _first_error(data: bytes, parser: "A3mFile", labels: list[str], where: str, 
     lo, hi = 0, exc.block  # every raw block before lo is good; block hi is bad
     while lo < hi:
         mid = (lo + hi) // 2
-        found = _bad_block_in(data, parser, labels, where, lo, mid)
+        found = _bad_block_in(parser, labels, where, lo, mid)
         if found is None:
             lo = mid + 1
         else:
@@ -145,15 +190,15 @@ def _first_error(data: bytes, parser: "A3mFile", labels: list[str], where: str, 
     lo, hi = int(parser.block_starts[bad]), int(parser.block_ends[bad])
     label = labels[int(parser.label_index[bad])] if parser.kept_blocks[bad] else where
     try:
-        A3mFile(data[lo:hi], first_line=1 + data.count(b"\n", 0, lo)).parse([label], where)
+        parser.sub(lo, hi).parse([label], where)
     except BlockError as alone:
         return BlockError(str(alone), bad)
     return exc  # (the block parses alone: keep the pass's own message)
 
 
-def _bad_block_in(data: bytes, parser: "A3mFile", labels: list[str], where: str, first: int, last: int) -> int | None:
+def _bad_block_in(parser: "A3mFile", labels: list[str], where: str, first: int, last: int) -> int | None:
     """Returns the raw index of a bad block among raw blocks ``first..last`` (parsed alone), or None."""
-    sub = A3mFile(data[int(parser.block_starts[first]) : int(parser.block_ends[last])])
+    sub = parser.sub(int(parser.block_starts[first]), int(parser.block_ends[last]))
     kept = [labels[int(k)] for k in parser.label_index[first : last + 1][parser.kept_blocks[first : last + 1]]]
     try:
         sub.parse(kept, where)
@@ -171,20 +216,21 @@ def parse_a3m_blocks(data: bytes, labels: list[str], where: str = "input", max_f
     so the time stays linear however damaged the data.
     """
     out: list = []
-    parser = A3mFile(data)
+    parser = A3mFile.of_file(data)
+    data = parser.data
     starts, ends = parser.block_starts, parser.block_ends
     first = 0  # raw block where the unparsed rest begins
     failures = 0
     while first < starts.size:
         lo = int(starts[first])
-        rest = A3mFile(data[lo:], first_line=1 + data.count(b"\n", 0, lo)) if first else parser
+        rest = parser.sub(lo) if first else parser
         kept = np.flatnonzero(rest.kept_blocks)
         if not kept.size:
             break
         if failures >= max_failures:
             for k in kept.tolist():
                 b = first + k
-                one = A3mFile(data[int(starts[b]) : int(ends[b])], first_line=1 + data.count(b"\n", 0, int(starts[b])))
+                one = parser.sub(int(starts[b]), int(ends[b]))
                 try:
                     out.extend((b, r) for r in one.parse([labels[b]], where))
                 except AlignmentError as exc:
@@ -194,10 +240,10 @@ def parse_a3m_blocks(data: bytes, labels: list[str], where: str = "input", max_f
             results = rest.parse([labels[first + k] for k in kept.tolist()], where)
         except BlockError as exc:
             sub_labels = [labels[first + k] for k in kept.tolist()]
-            error = _first_error(data[lo:], rest, sub_labels, where, exc) if rest.n_blocks > 1 else exc
+            error = _first_error(rest, sub_labels, where, exc) if rest.n_blocks > 1 else exc
             bad = first + error.block
             if bad > first:  # the blocks before the bad one, together
-                head = A3mFile(data[lo : int(ends[bad - 1])], first_line=1 + data.count(b"\n", 0, lo))
+                head = parser.sub(lo, int(ends[bad - 1]))
                 head_kept = np.flatnonzero(head.kept_blocks)
                 parsed = head.parse([labels[first + k] for k in head_kept.tolist()], where)
                 blocks = first + head.result_blocks
@@ -219,9 +265,10 @@ class A3mFile:
         first_line: 1-based line number of the first line, for error messages.
     """
 
-    def __init__(self, data: bytes, first_line: int = 1) -> None:
+    def __init__(self, data: bytes, first_line: int = 1, line_map: _LineMap | None = None) -> None:
         self.data = data
         self.first_line = first_line
+        self.line_map = line_map
         self.arr = arr = np.frombuffer(data, dtype=np.uint8)
         n = arr.size
         if b"\x00" in data:
@@ -267,9 +314,23 @@ class A3mFile:
         return list(zip(self.block_starts[keep].tolist(), self.block_ends[keep].tolist()))
 
     # ----------------------------------------------------------------------------------------- helpers
+    @classmethod
+    def of_file(cls, data: bytes) -> "A3mFile":
+        """The parser of a whole file's bytes, long runs of blank lines collapsed first (line numbers kept)."""
+        collapsed, line_map = collapse_blank_runs(data)
+        return cls(collapsed, line_map=line_map)
+
+    def sub(self, lo: int, hi: int | None = None) -> "A3mFile":
+        """The parser of bytes ``[lo, hi)`` of this one's data, with this file's line numbers."""
+        lo = int(lo)
+        data = self.data[lo:] if hi is None else self.data[lo : int(hi)]
+        line_map = self.line_map.shifted(lo) if self.line_map is not None else None
+        return A3mFile(data, first_line=self.line_number(lo), line_map=line_map)
+
     def line_number(self, byte_offset: int) -> int:
         """Return the 1-based file line number that contains ``byte_offset``."""
-        return self.first_line + self.data.count(b"\n", 0, int(byte_offset))
+        number = self.first_line + self.data.count(b"\n", 0, int(byte_offset))
+        return number + self.line_map.removed(byte_offset) if self.line_map is not None else number
 
     def _where(self, raw_block: int) -> str:
         return self.labels[int(self.label_index[raw_block])] or self.default_where
@@ -480,19 +541,22 @@ class A3mFile:
         all_columns = np.empty(queries.size, dtype=bool)
         q0 = 0
         for q1 in cuts.tolist():
-            where, offsets = _concat_ranges(byte_lo[q0:q1], byte_hi[q0:q1])
-            lines, _ = _concat_ranges(line_lo[q0:q1], line_hi[q0:q1])
-            sub = self.arr[where]
-            keep = np.repeat(self.keep_lines[lines], self.line_lengths[lines])
-            letter, dash = _is_letter(sub), sub == 45
-            bad = _first_invalid(sub, keep, letter, dash)
-            if bad is not None:
-                self._raise_invalid(int(where[bad]))
-            starts = offsets[:-1]  # every query range holds its header line, so no range is empty
-            n_upper = np.add.reduceat(_is_upper(sub) & keep, starts, dtype=np.int64)
-            n_letter = np.add.reduceat(letter & keep, starts, dtype=np.int64)
-            n_gap = np.add.reduceat(dash & keep, starts, dtype=np.int64)
-            n_dot = np.add.reduceat((sub == 46) & keep, starts, dtype=np.int64)
+            if q1 - q0 == 1 and byte_hi[q0] - byte_lo[q0] > _chunk_bytes():  # one large query: piece by piece
+                n_upper, n_letter, n_gap, n_dot = self._large_query_counts(int(byte_lo[q0]), int(byte_hi[q0]))
+            else:
+                where, offsets = _concat_ranges(byte_lo[q0:q1], byte_hi[q0:q1])
+                lines, _ = _concat_ranges(line_lo[q0:q1], line_hi[q0:q1])
+                sub = self.arr[where]
+                keep = np.repeat(self.keep_lines[lines], self.line_lengths[lines])
+                letter, dash = _is_letter(sub), sub == 45
+                bad = _first_invalid(sub, keep, letter, dash)
+                if bad is not None:
+                    self._raise_invalid(int(where[bad]))
+                starts = offsets[:-1]  # every query range holds its header line, so no range is empty
+                n_upper = np.add.reduceat(_is_upper(sub) & keep, starts, dtype=np.int64)
+                n_letter = np.add.reduceat(letter & keep, starts, dtype=np.int64)
+                n_gap = np.add.reduceat(dash & keep, starts, dtype=np.int64)
+                n_dot = np.add.reduceat((sub == 46) & keep, starts, dtype=np.int64)
             lower_only = n_upper == 0
             empty = np.flatnonzero(lower_only & (n_letter == 0))
             if empty.size:
@@ -507,6 +571,26 @@ class A3mFile:
             all_columns[q0:q1] = lower_only
             q0 = q1
         return widths, all_columns
+
+    def _large_query_counts(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        """``(uppercase, letters, '-', '.')`` kept bytes of one query spanning bytes ``[lo, hi)``, counted in
+        pieces of about _CHUNK_BYTES, so that its temporaries stay that size however long its lines are."""
+        totals = np.zeros(4, dtype=np.int64)
+        step = _chunk_bytes()
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            la = int(np.searchsorted(self.bounds, a, side="right")) - 1
+            lb = int(np.searchsorted(self.bounds, b, side="left"))
+            lengths = np.minimum(self.bounds[la + 1 : lb + 1], b) - np.maximum(self.bounds[la:lb], a)
+            keep = np.repeat(self.keep_lines[la:lb], lengths)  # the lines' bytes inside [a, b) only
+            sub = self.arr[a:b]
+            letter, dash = _is_letter(sub), sub == 45
+            bad = _first_invalid(sub, keep, letter, dash)
+            if bad is not None:
+                self._raise_invalid(a + bad)
+            totals += [np.count_nonzero(_is_upper(sub) & keep), np.count_nonzero(letter & keep),
+                       np.count_nonzero(dash & keep), np.count_nonzero((sub == 46) & keep)]  # fmt: skip
+        return tuple(totals[k : k + 1] for k in range(4))
 
     def _parse_chunk(self, records, row_offset, row_width, j0, j1, all_columns_line, tokens, deletions) -> None:
         """Fill rows [j0, j1) (kept records ``records``, contiguous in the file) into the flat outputs."""
