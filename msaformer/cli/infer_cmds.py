@@ -80,6 +80,10 @@ def _terminate_cleanly():
 
 
 def _report(summary, what: str) -> None:
+    from msaformer.infer.distributed import launcher_ranks
+
+    if not launcher_ranks().is_main:  # under a launcher rank 0 reports the whole run
+        return
     rate = summary.msas_per_second
     console.print(
         f"[green]wrote[/] {summary.out} ({summary.ok} MSAs {what}, {summary.failed} skipped, {rate:.2f} MSAs/s); "
@@ -325,7 +329,7 @@ def score_variants_cmd(
     """Zero-shot masked-marginal variant scores: log p(mutant) - log p(wild type), the position masked."""
     from msaformer.infer.variants import score_variants
 
-    with _terminate_cleanly():
+    with _terminate_cleanly(), _launcher_group(out, device.value):
         if db is not None or single_sequence:
             made = _alignment_inputs([msa], out, db, single_sequence, msa_dir, None)
             if len(made) != 1:
@@ -337,7 +341,10 @@ def score_variants_cmd(
             msa, mutations, checkpoint, out, max_seqs=max_seqs, subsample_mode=subsample_mode.value, seed=seed,
             toks_per_batch=toks_per_batch, device=device.value, dtype=dtype.value,
         )  # fmt: skip
-    console.print(f"[green]wrote[/] {out} ({len(rows)} mutations scored)", highlight=False)
+    from msaformer.infer.distributed import launcher_ranks
+
+    if launcher_ranks().is_main:
+        console.print(f"[green]wrote[/] {out} ({len(rows)} mutations scored)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

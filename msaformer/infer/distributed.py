@@ -27,6 +27,7 @@ group is gloo on CPUs and GPUs alike: ranks exchange only small Python objects, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -105,6 +106,7 @@ class ProcessGroup:
         self.store_dir = store_dir
         self.device = device
         self._owned = False
+        self._store_file: Path | None = None
 
     def __enter__(self) -> ProcessGroup:
         import torch
@@ -131,7 +133,8 @@ class ProcessGroup:
                     )
                 self.store_dir.mkdir(parents=True, exist_ok=True)
                 job = os.environ.get("SLURM_JOB_ID", "local") + "-" + os.environ.get("SLURM_STEP_ID", "0")
-                store = dist.FileStore(str(self.store_dir / f"store-{job}"), ranks.world_size)
+                self._store_file = self.store_dir / f"store-{job}"
+                store = dist.FileStore(str(self._store_file), ranks.world_size)
                 dist.init_process_group("gloo", store=store, rank=ranks.rank, world_size=ranks.world_size,
                                         timeout=timeout)  # fmt: skip
             self._owned = True
@@ -144,6 +147,10 @@ class ProcessGroup:
             if exc_type is None:
                 dist.barrier()
             dist.destroy_process_group()
+            if self._store_file is not None and self.ranks.is_main:
+                self._store_file.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.store_dir.rmdir()  # only when empty
 
     def all_gather(self, value: Any) -> list[Any]:
         """Returns every rank's ``value`` (picklable), in rank order."""
@@ -395,7 +402,8 @@ def embed_distributed(
         todo = [b for b in range(len(batches)) if b not in done]
         share = assign_batches([_batch_cost(batches[b], records) for b in todo], ranks.world_size)[ranks.rank]
         my_batches = [todo[i] for i in share]
-        counter = Counter(f"embed (rank {ranks.rank}/{ranks.world_size})", "batches", progress, total=len(my_batches))
+        progress = progress if ranks.is_main else None  # rank 0 draws its own share's bar
+        counter = Counter(f"embed (rank 0 of {ranks.world_size})", "batches", progress, total=len(my_batches))
         if ranks.is_main and done:
             counter.report(f"{len(done)} of {len(batches)} batches done by an earlier run")
         seconds = float(os.environ.get(PART_SECONDS_ENV, "30"))

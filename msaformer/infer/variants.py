@@ -129,16 +129,19 @@ def _read_mutations_with_lines(path: str | Path) -> tuple[list[str], list[dict[s
 
 
 @torch.no_grad()
-def masked_log_probs(runner, msa: Msa, positions: list[int]) -> dict[int, np.ndarray]:
+def masked_log_probs(runner, msa: Msa, positions: list[int], share: tuple[int, int] = (0, 1)) -> dict[int, np.ndarray]:
     """Returns ``{position: log-probabilities [33]}`` at each 1-based query column, that column masked.
 
     Each position is its own copy of the alignment in the batch (one masked token per copy); copies are
     batched so that a forward stays within ``runner.toks_per_batch`` tokens (at least one copy).
+    ``share=(rank, world)`` computes only the batches ``rank, rank + world, ...`` (the same batches as one
+    process, so the same numbers).
     """
     base = runner.encode([msa])[0]  # (N, L+1)
     per_forward = max(1, runner.toks_per_batch // base.numel())
     out: dict[int, np.ndarray] = {}
-    for start in range(0, len(positions), per_forward):
+    rank, world = share
+    for start in range(rank * per_forward, len(positions), per_forward * world):
         chunk = positions[start : start + per_forward]
         tokens = base.unsqueeze(0).repeat(len(chunk), 1, 1)
         for b, pos in enumerate(chunk):
@@ -150,6 +153,19 @@ def masked_log_probs(runner, msa: Msa, positions: list[int]) -> dict[int, np.nda
         for b, pos in enumerate(chunk):
             out[pos] = logp[b]
     return out
+
+
+def _shared_log_probs(runner, msa: Msa, positions: list[int]) -> dict[int, np.ndarray]:
+    """:func:`masked_log_probs` in one process, or shared out over a launcher's ranks (gathered on every rank)."""
+    from msaformer.infer.distributed import launched_world_size
+
+    import torch.distributed as dist
+
+    if launched_world_size() <= 1 or not dist.is_initialized():
+        return masked_log_probs(runner, msa, positions)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, masked_log_probs(runner, msa, positions, (dist.get_rank(), dist.get_world_size())))
+    return {k: v for part in parts for k, v in part.items()}
 
 
 def score_mutations(runner, msa: Msa, mutations: list[str]) -> list[float]:
@@ -164,7 +180,7 @@ def score_mutations(runner, msa: Msa, mutations: list[str]) -> list[float]:
         check_wild_type(subs, msa, text)
         parsed.append(subs)
     positions = sorted({s.position for subs in parsed for s in subs})
-    logp = masked_log_probs(runner, msa, positions)
+    logp = _shared_log_probs(runner, msa, positions)
     return [
         float(sum(logp[s.position][TOKEN_TO_ID[s.mt]] - logp[s.position][TOKEN_TO_ID[s.wt]] for s in subs))
         for subs in parsed
@@ -226,5 +242,8 @@ def score_variants(
     header = [*(c for c in columns if c != "score"), "score"]
     for row, score in zip(rows, scores):
         row["score"] = f"{score:.6f}"
-    write_text(out, csv_text(header, ([row.get(c, "") for c in header] for row in rows)))
+    from msaformer.infer.distributed import launcher_ranks
+
+    if launcher_ranks().is_main:  # under a launcher, rank 0 writes
+        write_text(out, csv_text(header, ([row.get(c, "") for c in header] for row in rows)))
     return rows
