@@ -38,7 +38,7 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 
 def test_every_command_is_listed():
     names = {" ".join(c) for c in COMMANDS}
-    assert {"demo", "preprocess", "inspect", "export", "convert-esm", "train", "export-weights", "embed",
+    assert {"demo", "preprocess", "inspect", "verify", "export", "convert-esm", "train", "export-weights", "embed",
             "contacts", "score-variants", "promoter", "promoter train", "promoter predict", "promoter explain",
             "promoter evaluate"} <= names  # fmt: skip
 
