@@ -48,5 +48,12 @@ step trunk_compile 120 "${B[@]}" --cases "${TRAIN_CASES%%,*},${INFER_CASES%%,*}"
 # 4. Full training loop (loader + DeepSpeed ZeRO-2, bf16) vs the raw trunk (target >= 90%).
 step train_loop 100 "$PY" tools/bench_train.py loop --device "$DEVICE" --preset "$PRESET" --shape "$LOOP_SHAPE" \
     --steps 30 --loop-workers 2
+# 5. Potts (GREMLIN-style pseudo-likelihood) and MI contact fits on the shipped structure pairs (issue 15):
+#    seconds per protein on the GPU, first 1,000 rows and every row; needs ../shared/datasets/structures.
+if [ -f ../shared/datasets/structures/pairs.tsv ]; then
+    step contacts_potts 150 "$PY" tools/bench_contacts.py --methods mi,potts --rows 1000,0 --device "$DEVICE"
+else
+    echo "== contacts_potts: skipped (no ../shared/datasets/structures/pairs.tsv)" | tee -a "$LOG"
+fi
 # The memory estimates for the same cases need no GPU: python tools/estimate_memory.py (BENCHMARKS.md).
 ls -la "$OUT"
