@@ -152,3 +152,15 @@ def test_evaluate_the_shipped_pairs_and_fail_without_touching_the_output(tmp_pat
     failed = _invoke("contacts", "evaluate", "--pairs", bad, "--method", "mi", "-o", out, "-q")
     assert failed.exit_code == 1 and "1a3a.pdb.gz: no chain 'Q' (chains: A, B, C, D)" in failed.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_contacts_group_help_and_default_command():
+    text = " ".join(runner.invoke(app, ["contacts", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert all(name in text for name in ("predict", "evaluate", "fit")) and "runs 'contacts predict'" in text
+    for command in (["contacts", "predict"], ["contacts", "evaluate"], ["contacts", "fit"], ["evaluate"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        if command[-1] != "fit" and command != ["evaluate"]:
+            assert "[model|potts|mi]" in " ".join(result.output.split()), command
+    missing = runner.invoke(app, ["contacts", "nope.a3m", "--method", "mi", "-o", "x.h5"])
+    assert missing.exit_code == 1 and "input not found: nope.a3m" in missing.output  # ran `contacts predict`
