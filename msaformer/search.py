@@ -95,6 +95,7 @@ class QueryResult:
     neff: float = 1.0
     seconds: float = 0.0
     note: str = ""
+    included: list[str] = field(default_factory=list)  # the included target sequences (not in the CSV)
 
     def row(self) -> list:
         return [self.query, self.file, self.length, self.hits, self.depth, f"{self.neff:.2f}",
@@ -304,7 +305,7 @@ def _result(ident: str, desc: str, seq: str, file: str, iteration, opts: SearchO
     """Returns the summary row and the A3M text of one query's final iteration."""
     included = [hit for hit in iteration.hits if hit.included]
     header = f"{ident} {desc}".strip()
-    result = QueryResult(ident, file, len(seq), hits=len(included))
+    result = QueryResult(ident, file, len(seq), hits=len(included), included=[str(hit.name) for hit in included])
     msa = iteration.msa
     if not included or msa is None or len(msa.sequences) < 2:
         result.note = "no hits: one-row MSA" if not included else "no aligned hits: one-row MSA"

@@ -55,5 +55,9 @@ if [ -f ../shared/datasets/structures/pairs.tsv ]; then
 else
     echo "== contacts_potts: skipped (no ../shared/datasets/structures/pairs.tsv)" | tee -a "$LOG"
 fi
+# 5. Multi-process inference (issue 12): 1 process vs one per GPU (two on a single GPU), outputs identical.
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 2 ] || NGPU=2
+step infer_multi 150 "$PY" tools/bench_infer_scaling.py --device "$DEVICE" --preset "$PRESET" --layers 0 \
+    --procs "1,$NGPU" --threads "${MULTI_THREADS:-4}" --msas "${MULTI_MSAS:-256}" --rows 64 --length 256 --repeats 1
 # The memory estimates for the same cases need no GPU: python tools/estimate_memory.py (BENCHMARKS.md).
 ls -la "$OUT"
