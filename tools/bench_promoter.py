@@ -5,11 +5,16 @@
         --variant learned model.positional=learned --variant rotary model.positional=rotary
     python tools/bench_promoter.py kmer --data ../shared/datasets/promoter/gue_prom_core_all --k 6
     python tools/bench_promoter.py throughput --checkpoint runs/x/model.pt --n 20000 --threads 2
+    python tools/bench_promoter.py table runs/promoter/gue_prom_core/seed-{0,1,2}
+    python tools/bench_promoter.py ensemble runs/promoter/gue_prom_core/seed-{0,1,2} --size 3 \
+        --data ../shared/datasets/promoter/gue_prom_core_all
 
 ``seeds`` trains one run per seed (out_dir/seed-N) and prints test MCC mean +- sd as a Markdown table;
 ``compare`` trains one run per named variant (a list of dotted overrides) and prints dev/test MCC;
 ``kmer`` fits k-mer counts + logistic regression (scikit-learn) on train, picks C on dev, scores test;
-``throughput`` times ``predict_file`` on synthetic 70-nt sequences (FASTA in, CSV out, end to end).
+``throughput`` times ``predict_file`` on synthetic 70-nt sequences (FASTA in, CSV out, end to end);
+``table`` re-prints the seed table of finished runs; ``ensemble`` scores groups of finished runs averaged in
+probability on dev and test.
 """
 
 from __future__ import annotations
@@ -41,17 +46,80 @@ def cmd_seeds(args) -> None:
         res = train_promoter(cfg, run_name=f"seed-{seed}")
         rows.append((seed, res))
         print(f"seed {seed}: dev MCC {res['dev']['mcc']:.4f}  test MCC {res['test']['mcc']:.4f}  "
-              f"AUROC {res['test']['auroc']:.4f}  best epoch {res['best_epoch']}  "
-              f"{res['train_seconds']:.0f} s", flush=True)
-    print("\n| seed | best epoch | dev MCC | test MCC | test F1 | test acc | test AUROC | train s |")
-    print("|---|---|---|---|---|---|---|---|")
+              f"AUROC {res['test']['auroc']:.4f}  best epoch {res['best_epoch']}  weights {res['weights']}  "
+              f"threshold {res['threshold']:.2f}  {res['train_seconds']:.0f} s", flush=True)
+    print_seed_table([(seed, _reference_figures(res)) for seed, res in rows])
+
+
+def _reference_figures(res) -> dict:
+    """The run's figures plus, where the run has them, those of the raw (non-averaged) weights and of the kept
+    weights at threshold 0.5 (each picked on dev like the run itself)."""
+    out = {"best_epoch": res["best_epoch"], "weights": res.get("weights", "raw"),
+           "threshold": res.get("threshold", 0.5), "train_seconds": res["train_seconds"], "dev": res["dev"],
+           "test": res["test"]}
+    raw = res.get("test_raw") if res.get("dev_raw") else None
+    raw_dev = res.get("dev_raw")
+    if res.get("weights") == "raw" or raw is None:  # the kept weights are the raw ones (or there is no EMA)
+        raw_dev, raw = res.get("dev_t0.5", res["dev"]), res.get("test_t0.5", res["test"])
+    out["raw"] = (raw_dev, raw)
+    out["t05"] = (res.get("dev_t0.5", res["dev"]), res.get("test_t0.5", res["test"]))
+    return out
+
+
+def print_seed_table(rows) -> None:
+    print("\n| seed | best epoch | weights | threshold | dev MCC | test MCC | test F1 | test acc | test AUROC | "
+          "test MCC, raw weights, t=0.5 | test MCC, kept weights, t=0.5 | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed, r in rows:
         t = r["test"]
-        print(f"| {seed} | {r['best_epoch']} | {r['dev']['mcc']:.4f} | {t['mcc']:.4f} | {t['f1']:.4f} | "
-              f"{t['accuracy']:.4f} | {t['auroc']:.4f} | {r['train_seconds']:.0f} |")
-    mccs = [r["test"]["mcc"] for _, r in rows]
+        print(f"| {seed} | {r['best_epoch']} | {r['weights']} | {r['threshold']:.2f} | {r['dev']['mcc']:.4f} | "
+              f"{t['mcc']:.4f} | {t['f1']:.4f} | {t['accuracy']:.4f} | {t['auroc']:.4f} | "
+              f"{r['raw'][1]['mcc']:.4f} | {r['t05'][1]['mcc']:.4f} | {r['train_seconds']:.0f} |")
+    for name, get in (("test MCC", lambda r: r["test"]["mcc"]), ("raw weights, t=0.5", lambda r: r["raw"][1]["mcc"]),
+                      ("kept weights, t=0.5", lambda r: r["t05"][1]["mcc"])):
+        mccs = [get(r) for _, r in rows]
+        sd = statistics.stdev(mccs) if len(mccs) > 1 else 0.0
+        print(f"{name}: {statistics.mean(mccs):.4f} +- {sd:.4f} over {len(mccs)} seed(s)")
+
+
+def cmd_table(args) -> None:
+    """Re-prints the seed table from finished run folders (results.csv), without training."""
+    import csv
+
+    rows = []
+    for run in args.runs:
+        by_split = {r["split"]: r for r in csv.DictReader(open(Path(run) / "results.csv"))}
+        res = {k: {m: float(v[m]) for m in ("mcc", "f1", "accuracy", "auroc")} for k, v in by_split.items()}
+        main = by_split["test"]
+        res.update(best_epoch=int(main["best_epoch"]), weights=main.get("weights") or "raw",
+                   threshold=float(main.get("threshold") or 0.5), train_seconds=float(main["train_seconds"]))
+        rows.append((int(main["seed"]), _reference_figures(res)))
+    print_seed_table(rows)
+
+
+def cmd_ensemble(args) -> None:
+    """Ensembles of finished runs averaged in probability (``promoter evaluate -c a.pt -c b.pt``), scored on dev
+    and test with the members' mean threshold; groups of ``--size`` consecutive runs, mean +- sd over groups."""
+    from msaformer.infer.promoter import evaluate_file
+
+    runs = [Path(r) for r in args.runs]
+    if len(runs) % args.size:
+        raise SystemExit(f"{len(runs)} runs do not split into groups of {args.size}")
+    groups = [runs[i : i + args.size] for i in range(0, len(runs), args.size)]
+    data = Path(args.data)
+    print("| members | dev MCC | test MCC | test AUROC |")
+    print("|---|---|---|---|")
+    mccs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for group in groups:
+            ckpts = [g / "model.pt" for g in group]
+            dev = evaluate_file(data / "dev.csv", ckpts, Path(tmp) / "dev", threshold=args.threshold)
+            test = evaluate_file(data / "test.csv", ckpts, Path(tmp) / "test", threshold=args.threshold)
+            mccs.append(test["mcc"])
+            print(f"| {' + '.join(g.name for g in group)} | {dev['mcc']:.4f} | {test['mcc']:.4f} | "
+                  f"{test['auroc']:.4f} |", flush=True)
     sd = statistics.stdev(mccs) if len(mccs) > 1 else 0.0
-    print(f"\ntest MCC {statistics.mean(mccs):.4f} +- {sd:.4f} over {len(mccs)} seed(s)")
+    print(f"\nensembles of {args.size}: test MCC {statistics.mean(mccs):.4f} +- {sd:.4f} over {len(mccs)} group(s)")
 
 
 def cmd_compare(args) -> None:
@@ -125,8 +193,8 @@ def cmd_throughput(args) -> None:
             from msaformer.train.promoter import load_train_config
 
             cfg = load_train_config(args.config, ["data.train=x", "data.dev=x"])
-            checkpoint = tmp / "model.pt"
-            save_promoter_model(PromoterClassifier(cfg.model).eval(), checkpoint)
+            checkpoint = [tmp / "model.pt"]
+            save_promoter_model(PromoterClassifier(cfg.model).eval(), checkpoint[0])
         fasta = tmp / "in.fa"
         letters = np.array(list("ACGT"))
         with open(fasta, "w") as fh:
@@ -141,7 +209,7 @@ def cmd_throughput(args) -> None:
             cpu.append(time.process_time() - start_cpu)
         best = min(times)
         # On a shared machine wall time depends on the neighbours; CPU time (all threads) does much less.
-        print(f"predict: {args.n} x {args.length} nt, batch {args.batch_size}, {args.threads} thread(s): "
+        print(f"predict ({len(checkpoint)} model(s)): {args.n} x {args.length} nt, batch {args.batch_size}, {args.threads} thread(s): "
               f"best {args.n / best:,.0f} seq/s, median {args.n / statistics.median(times):,.0f} seq/s wall; "
               f"{args.n / min(cpu):,.0f} seq per CPU-second ({args.repeats} repeats)")
 
@@ -159,13 +227,23 @@ def main() -> None:
     p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [OVERRIDE ...]")
     p.add_argument("--set", action="append", default=[])
     p.set_defaults(fn=cmd_compare)
+    p = sub.add_parser("table")
+    p.add_argument("runs", nargs="+", help="finished run folders (with results.csv)")
+    p.set_defaults(fn=cmd_table)
+    p = sub.add_parser("ensemble")
+    p.add_argument("runs", nargs="+", help="finished run folders (with model.pt), grouped in order")
+    p.add_argument("--data", required=True, help="folder with dev.csv and test.csv")
+    p.add_argument("--size", type=int, default=3, help="members per ensemble")
+    p.add_argument("--threshold", type=float, default=None, help="default: the members' mean threshold")
+    p.set_defaults(fn=cmd_ensemble)
     p = sub.add_parser("kmer")
     p.add_argument("--data", required=True, help="folder with train.csv, dev.csv, test.csv")
     p.add_argument("--k", type=int, nargs="+", default=[6])
     p.add_argument("--c", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.set_defaults(fn=cmd_kmer)
     p = sub.add_parser("throughput")
-    p.add_argument("--checkpoint", default=None, help="trained model.pt (default: untrained model of --config)")
+    p.add_argument("--checkpoint", action="append", default=None,
+                   help="trained model.pt, repeatable for an ensemble (default: untrained model of --config)")
     p.add_argument("--config", default=str(ROOT / "configs/promoter/gue_prom_core.yaml"))
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--length", type=int, default=70)

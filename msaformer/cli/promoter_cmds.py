@@ -48,7 +48,8 @@ def train_cmd(
 
 def predict_cmd(
     input_path: Path = typer.Argument(..., help=_INPUT_HELP, show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt written by promoter train."),
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="model.pt written by promoter train; "
+                                          "repeat for an ensemble averaged in probability (-c a.pt -c b.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output CSV: id,length,n_windows,probability,label."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window step for sequences longer than the "
                                          "model window (default: half the window)."),
@@ -56,12 +57,13 @@ def predict_cmd(
                                         help="How windows make a sequence's probability: max (any promoter-like "
                                         "window) or mean."),
     threshold: Optional[float] = typer.Option(None, "--threshold",
-                                              help="label = probability >= threshold (default: the checkpoint's, 0.5)."),
+                                              help="label = probability >= threshold (default: the checkpoint's; "
+                                              "an ensemble: the mean of its members')."),
     batch_size: int = typer.Option(256, "--batch-size", help="Sequences per forward pass."),
     windows_out: Optional[Path] = typer.Option(None, "--windows-out", help="Also write per-window scores here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Score every sequence of INPUT: streamed, batched by length."""
+    """Score every sequence of INPUT: streamed, batched by length; several -c average their probabilities."""
     from msaformer.infer.promoter import predict_file
 
     with progress_bar(not quiet) as progress:
@@ -93,10 +95,12 @@ def explain_cmd(
 def evaluate_cmd(
     input_path: Path = typer.Argument(..., help="Labelled sequences: GUE CSV, FASTA with labels, UCI .data.",
                                       show_default=False),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt written by promoter train."),
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="model.pt written by promoter train; "
+                                          "repeat for an ensemble averaged in probability (-c a.pt -c b.pt)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.csv, confusion_matrix.png, roc.png."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="FASTA only: a side file of id,label rows."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold (default: the checkpoint's, 0.5)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold (default: the checkpoint's; "
+                                              "an ensemble: the mean of its members')."),
 ) -> None:
     """Score a labelled file: MCC, F1, accuracy, AUROC, confusion matrix and ROC curve."""
     from msaformer.infer.promoter import evaluate_file

@@ -94,7 +94,7 @@ def predict_records(
 
 def predict_file(
     input_path: str | Path,
-    checkpoint: str | Path,
+    checkpoint: str | Path | list,
     out: str | Path,
     *,
     stride: int | None = None,
@@ -106,13 +106,14 @@ def predict_file(
 ) -> int:
     """Writes ``id,length,n_windows,probability,label`` per input record to ``out``; returns the count.
 
-    ``threshold`` defaults to the one stored in the checkpoint (0.5). ``windows_out`` also writes one row
-    per window (``id,window,start,end,probability``, 1-based inclusive coordinates).
+    ``threshold`` defaults to the one stored in the checkpoint (0.5; with several checkpoints, an ensemble
+    averaged in probability, the mean of theirs). ``windows_out`` also writes one row per window
+    (``id,window,start,end,probability``, 1-based inclusive coordinates).
     """
     from msaformer.data.promoter import iter_promoter_records
-    from msaformer.model.promoter import load_promoter_model
+    from msaformer.model.promoter import load_promoter_models
 
-    model, meta = load_promoter_model(checkpoint)
+    model, meta = load_promoter_models(checkpoint)
     threshold = float(meta.get("threshold", 0.5)) if threshold is None else threshold
     window = model.config.max_length
     counter = Counter("predict", "sequences", progress)
@@ -142,20 +143,21 @@ def predict_file(
 
 def evaluate_file(
     input_path: str | Path,
-    checkpoint: str | Path,
+    checkpoint: str | Path | list,
     out_dir: str | Path,
     *,
     labels: str | Path | None = None,
     threshold: float | None = None,
 ) -> dict[str, float]:
     """Scores a labelled file; writes ``metrics.csv``, ``confusion_matrix.png`` and ``roc.png`` into ``out_dir``
-    (replaced as a whole); returns the metrics (MCC, F1, accuracy, AUROC, n)."""
+    (replaced as a whole); returns the metrics (MCC, F1, accuracy, AUROC, n). ``checkpoint`` may be a list of
+    paths: an ensemble averaged in probability."""
     from msaformer.data.promoter import read_promoters
     from msaformer.evaluation import write_evaluation
-    from msaformer.model.promoter import load_promoter_model
+    from msaformer.model.promoter import load_promoter_models
 
     data = read_promoters(input_path, labels=labels, require_labels=True)
-    model, meta = load_promoter_model(checkpoint)
+    model, meta = load_promoter_models(checkpoint)
     thr = float(meta.get("threshold", 0.5)) if threshold is None else threshold
     rows = [row for row, _ in predict_records(model, zip(data.ids, data.sequences), threshold=thr,
                                               source=str(input_path))]
@@ -343,9 +345,9 @@ def explain_file(
     temporary name and replaces ``out_dir`` as a whole at the end. Returns a summary dict.
     """
     from msaformer.data.promoter import iter_promoter_records
-    from msaformer.model.promoter import load_promoter_model
+    from msaformer.model.promoter import load_promoter_models
 
-    model, meta = load_promoter_model(checkpoint)
+    model, meta = load_promoter_models(checkpoint)
     threshold = float(meta.get("threshold", 0.5))
     window = model.config.max_length
     stride = stride or max(1, window // 2)

@@ -229,3 +229,44 @@ def promoter_probabilities(model: PromoterClassifier, tokens: list[np.ndarray], 
             probs[index] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy()
     model.train(was_training)
     return probs
+
+
+class PromoterEnsemble(nn.Module):
+    """Several promoter classifiers averaged in probability: ``forward`` returns the logit of the mean of the
+    members' sigmoids, so :func:`promoter_probabilities` (and everything built on it) scores the ensemble as
+    one model. Members must share ``max_length`` (the sliding-window size)."""
+
+    def __init__(self, members: list[PromoterClassifier]):
+        super().__init__()
+        if not members:
+            raise ConfigError("an ensemble needs at least one model")
+        windows = {m.config.max_length for m in members}
+        if len(windows) > 1:
+            raise CheckpointError(f"ensemble members have different model windows (max_length {sorted(windows)})")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, tokens: torch.Tensor, need_weights: bool = False) -> dict[str, torch.Tensor]:
+        if need_weights:
+            raise MsaformerError("attention rollout explains one model, not an ensemble; pass one checkpoint")
+        probs = torch.stack([torch.sigmoid(m(tokens)["logits"].float()) for m in self.members]).mean(0)
+        probs = probs.clamp(1e-7, 1.0 - 1e-7)
+        return {"logits": torch.log(probs) - torch.log1p(-probs)}
+
+
+def load_promoter_models(paths, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Returns ``(model, metadata)`` of one checkpoint path, or of several as a :class:`PromoterEnsemble`.
+
+    An ensemble's ``threshold`` is the mean of its members' stored thresholds; its metadata lists the
+    members under ``"members"``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ConfigError("no checkpoint given")
+    loaded = [load_promoter_model(p, map_location) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    meta = {"threshold": float(np.mean([float(m.get("threshold", 0.5)) for _, m in loaded])),
+            "members": [str(p) for p in paths]}
+    return PromoterEnsemble([model for model, _ in loaded]).eval(), meta

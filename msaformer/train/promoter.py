@@ -25,7 +25,8 @@ from msaformer.model.promoter import PromoterModelConfig
 from msaformer.evaluation import binary_metrics, write_evaluation
 
 RESULT_COLUMNS = ("run", "seed", "split", "n", "mcc", "f1", "accuracy", "auroc", "best_epoch", "best_step",
-                  "train_seconds")
+                  "train_seconds", "weights", "threshold")
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)  # candidate decision thresholds of tune_threshold
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class PromoterOptimConfig:
     grad_clip: float = 1.0
     eval_every: int = 0  # evaluate dev every N optimizer steps; 0 = after every epoch
     patience: int = 0  # stop after N evaluations without a better dev MCC; 0 = never
+    ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (e.g. 0.999); every
+    #                        evaluation scores both the raw and the averaged weights on dev, the best is kept
+    tune_threshold: bool = False  # pick the decision threshold of the kept weights by dev MCC (grid 0.05-0.95)
+    label_smoothing: float = 0.0  # targets 0/1 become eps/2 and 1 - eps/2
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -55,6 +60,8 @@ class PromoterOptimConfig:
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,47 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     return results
 
 
+def tune_threshold(labels, probs) -> float:
+    """Returns the threshold of :data:`THRESHOLD_GRID` with the best MCC on ``(labels, probs)`` (ties: nearest
+    0.5). Meant for the dev split only."""
+    from sklearn.metrics import matthews_corrcoef
+
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = [matthews_corrcoef(labels, (probs >= t).astype(np.int64)) for t in THRESHOLD_GRID]
+    best = max(range(len(THRESHOLD_GRID)), key=lambda i: (round(scores[i], 12), -abs(THRESHOLD_GRID[i] - 0.5)))
+    return float(THRESHOLD_GRID[best])
+
+
+class _WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers (kept on the model's
+    device): ``avg = d * avg + (1 - d) * current`` after every optimizer step, with ``d = min(decay,
+    (1 + n) / (10 + n))`` after ``n`` earlier updates, so the random initial weights fade out quickly."""
+
+    def __init__(self, model, decay: float):
+        import torch
+
+        self.decay = decay
+        self.names = [k for k, v in model.state_dict().items() if torch.is_floating_point(v)]
+        state = model.state_dict()
+        self.avg = [state[k].detach().clone() for k in self.names]
+        self.updates = 0
+
+    def update(self, model) -> None:
+        import torch
+
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        self.updates += 1
+        state = model.state_dict()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.avg, [state[k].detach() for k in self.names], 1.0 - decay)
+
+    def state(self, model) -> dict:
+        out = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        out.update({k: v.detach().cpu().clone() for k, v in zip(self.names, self.avg)})
+        return out
+
+
 def _train_loop(cfg, engine, model, dist, work: Path, run_dir: Path, run_name: str, train_tokens, train_labels,
                 lengths, steps_per_epoch, dev, dev_tokens, test, test_tokens) -> dict[str, Any]:
     import torch.nn.functional as F
@@ -178,28 +226,45 @@ def _train_loop(cfg, engine, model, dist, work: Path, run_dir: Path, run_name: s
     opt = cfg.optim
     is_main = dist.rank == 0
     logger = MetricsLogger(work, dist.rank)
+    ema = _WeightAverage(model, opt.ema_decay) if opt.ema_decay else None
 
-    best = {"mcc": -2.0, "epoch": 0, "step": 0}
-    best_state = None
+    # The best snapshot per kind of weights ("raw", "ema"); the kept model is the best of them on dev.
+    best = {kind: {"mcc": -2.0, "epoch": 0, "step": 0, "state": None} for kind in ("raw", "ema")}
     evals_since_best = 0
     step = 0
     start = time.perf_counter()
 
-    def evaluate(epoch: int) -> bool:
-        nonlocal best_state, evals_since_best
+    def score_dev(state=None) -> dict:
+        if state is not None:
+            model.load_state_dict(state)
         probs = promoter_probabilities(model, dev_tokens, batch_size=512, device=dist.device)
         metrics = binary_metrics(dev.labels, probs)
         metrics.pop("n")
-        logger.log(step, {"epoch": epoch, **metrics}, split="dev")
-        if metrics["mcc"] > best["mcc"]:
-            best.update(mcc=metrics["mcc"], epoch=epoch, step=step)
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            evals_since_best = 0
-        else:
-            evals_since_best += 1
+        return metrics
+
+    def evaluate(epoch: int) -> bool:
+        nonlocal evals_since_best
+        before = max(b["mcc"] for b in best.values())
+        candidates = [("raw", None)]
+        if ema is not None:
+            raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            candidates.append(("ema", ema.state(model)))
+        for kind, state in candidates:
+            metrics = score_dev(state)
+            logger.log(step, {"epoch": epoch, **metrics} if kind == "raw" else
+                       {"epoch": epoch, **{f"ema_{k}": v for k, v in metrics.items()}}, split="dev")
+            if metrics["mcc"] > best[kind]["mcc"]:
+                snapshot = state if state is not None else \
+                    {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best[kind].update(mcc=metrics["mcc"], epoch=epoch, step=step, state=snapshot)
+        improved = max(b["mcc"] for b in best.values()) > before
+        if ema is not None:
+            model.load_state_dict(raw_state)
+        evals_since_best = 0 if improved else evals_since_best + 1
         model.train()
         return bool(opt.patience and evals_since_best >= opt.patience)
 
+    eps = opt.label_smoothing
     stop = False
     for epoch in range(1, opt.epochs + 1):
         engine.train()
@@ -209,10 +274,14 @@ def _train_loop(cfg, engine, model, dist, work: Path, run_dir: Path, run_name: s
         for index in batches:
             tokens = _collate_tensor([train_tokens[i] for i in index]).to(dist.device)
             labels = train_labels[index].to(dist.device)
+            if eps:
+                labels = labels * (1.0 - eps) + 0.5 * eps
             logits = engine(tokens)["logits"]
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
             engine.backward(loss)
             engine.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             loss_sum += float(loss.detach())
             loss_n += 1
@@ -231,29 +300,58 @@ def _train_loop(cfg, engine, model, dist, work: Path, run_dir: Path, run_name: s
         evaluate(epoch)
     train_seconds = time.perf_counter() - start
 
-    model.load_state_dict(best_state)
-    model.eval()
-    results: dict[str, Any] = {"run_dir": str(run_dir), "best_epoch": best["epoch"], "best_step": best["step"],
-                               "train_seconds": train_seconds, "steps": step}
+    kept = max(("raw", "ema"), key=lambda k: best[k]["mcc"])  # raw on ties (and always without EMA)
+    chosen = best[kept]
+    results: dict[str, Any] = {"run_dir": str(run_dir), "best_epoch": chosen["epoch"], "best_step": chosen["step"],
+                               "train_seconds": train_seconds, "steps": step, "weights": kept}
     rows = []
+
+    def score(split, data, tokens, threshold, kind, write):
+        probs = promoter_probabilities(model, tokens, batch_size=512, device=dist.device)
+        if is_main and write:
+            metrics = write_evaluation(data.labels, probs, work, prefix="" if split == "test" else "dev_",
+                                       title=f"{run_name} {split}", threshold=threshold)
+            _write_predictions(work / f"{split}_predictions.csv", data.ids, data.labels, probs)
+        else:
+            metrics = binary_metrics(data.labels, probs, threshold=threshold)
+        b = best[kind]
+        rows.append({"run": run_name, "seed": cfg.seed, "split": split, **metrics, "best_epoch": b["epoch"],
+                     "best_step": b["step"], "train_seconds": round(train_seconds, 1), "weights": kind,
+                     "threshold": threshold})
+        return probs, metrics
+
+    # Reference rows first (other weights, threshold 0.5), so that what EMA and the threshold bought is on
+    # record; the kept model's rows ("dev", "test") are written last and are the run's result.
+    if ema is not None:
+        other = "raw" if kept == "ema" else "ema"
+        if best[other]["state"] is not None:
+            model.load_state_dict(best[other]["state"])
+            model.eval()
+            for split, data, tokens in (("dev", dev, dev_tokens), ("test", test, test_tokens)):
+                if data is not None:
+                    results[f"{split}_{other}"] = score(f"{split}_{other}", data, tokens, 0.5, other, False)[1]
+    model.load_state_dict(chosen["state"])
+    model.eval()
+    threshold = 0.5
+    if opt.tune_threshold:
+        dev_probs = promoter_probabilities(model, dev_tokens, batch_size=512, device=dist.device)
+        threshold = tune_threshold(dev.labels, dev_probs)
+        for split, data, tokens in (("dev", dev, dev_tokens), ("test", test, test_tokens)):
+            if data is not None:
+                results[f"{split}_t0.5"] = score(f"{split}_t0.5", data, tokens, 0.5, kept, False)[1]
+    results["threshold"] = threshold
+    main_rows = []
     for split, data, tokens in (("dev", dev, dev_tokens), ("test", test, test_tokens)):
         if data is None:
             results[split] = None
             continue
-        probs = promoter_probabilities(model, tokens, batch_size=512, device=dist.device)
-        if is_main:
-            metrics = write_evaluation(data.labels, probs, work, prefix="" if split == "test" else "dev_",
-                                       title=f"{run_name} {split}")
-            _write_predictions(work / f"{split}_predictions.csv", data.ids, data.labels, probs)
-        else:
-            metrics = binary_metrics(data.labels, probs)
-        results[split] = metrics
-        rows.append({"run": run_name, "seed": cfg.seed, "split": split, **metrics, "best_epoch": best["epoch"],
-                     "best_step": best["step"], "train_seconds": round(train_seconds, 1)})
+        results[split] = score(split, data, tokens, threshold, kept, True)[1]
+        main_rows.append(rows.pop())
+    rows.extend(main_rows)
     if is_main:
         save_promoter_model(model, work / "model.pt", metadata={
-            "threshold": 0.5, "seed": cfg.seed, "best_epoch": best["epoch"], "dev_mcc": best["mcc"],
-            "train_file": cfg.data.train,
+            "threshold": threshold, "seed": cfg.seed, "best_epoch": chosen["epoch"], "dev_mcc": chosen["mcc"],
+            "weights": kept, "train_file": cfg.data.train,
         })
         write_csv(work / "results.csv", RESULT_COLUMNS, ([row.get(c, "") for c in RESULT_COLUMNS] for row in rows))
     logger.close()
