@@ -89,3 +89,21 @@ def write_planted(
     planted.queries.write_text(fasta(queries))
     planted.targets.write_text(fasta([targets[i] for i in order]))
     return planted
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m msaformer.search_sample OUT``: writes OUT/queries.fasta and OUT/targets.fasta."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m msaformer.search_sample OUT_FOLDER", file=sys.stderr)
+        return 2
+    planted = write_planted(args[0])
+    print(f"wrote {planted.queries} ({len(planted.families) + 1} queries) and {planted.targets} "
+          f"({sum(map(len, planted.families.values()))} planted homologs among random decoys)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,7 +45,7 @@ def _a3m(rng, depth: int, length: int) -> bytes:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A tiny model (60 positions) and inputs of odd shapes: a folder of A3M files (some longer than the model,
-    one broken) and an ffindex database."""
+    one broken), an ffindex database and a shard directory."""
     root = tmp_path_factory.mktemp("dist")
     torch.manual_seed(11)
     save_model(MSALanguageModel(MsaModelConfig.preset("tiny", max_positions=60)), root / "tiny.pt")
@@ -57,11 +57,21 @@ def work(tmp_path_factory):
         (folder / f"m{i:02d}.a3m").write_bytes(_a3m(rng, int(rng.integers(3, 12)), length))
     (folder / "broken.a3m").write_text(">q\nACDE\n>r\nAC\n")
     make_databases.write_ffindex(root / "db" / "small", [(f"e{k}", _a3m(rng, 5 + k, 21 + 2 * k)) for k in range(6)])
+    from msaformer.data.preprocess import preprocess
+
+    (root / "raw").mkdir()
+    for k in range(3):
+        (root / "raw" / f"s{k}.a3m").write_bytes(_a3m(rng, 4 + k, 30 + 7 * k))
+    preprocess([str(root / "raw")], root / "shards", workers=1)
     return root
 
 
+def _inputs(work: Path) -> list[Path]:
+    return [work / "msas", work / "db" / "small", work / "shards"]
+
+
 def _args(work: Path, out: Path) -> list[str]:
-    return ["embed", str(work / "msas"), str(work / "db" / "small"), "-c", str(work / "tiny.pt"), "-o", str(out),
+    return ["embed", *map(str, _inputs(work)), "-c", str(work / "tiny.pt"), "-o", str(out),
             "--include", INCLUDE, "--on-error", "skip", "--window", "40", "--stride", "15",
             "--toks-per-batch", "1500", "-q"]  # fmt: skip
 
@@ -84,10 +94,10 @@ def _one_process(work: Path, out: Path) -> None:
     try:
         opts = EmbedOptions(include=tuple(INCLUDE.split(",")), on_error="skip", window=40, stride=15,
                             toks_per_batch=1500)  # fmt: skip
-        summary = embed([work / "msas", work / "db" / "small"], work / "tiny.pt", out, opts)
+        summary = embed(_inputs(work), work / "tiny.pt", out, opts)
     finally:
         torch.set_num_threads(threads)
-    assert summary.ok == 32 and summary.failed == 1
+    assert summary.ok == 35 and summary.failed == 1
 
 
 def _contents(path: Path) -> dict:
@@ -112,7 +122,7 @@ def _assert_same_output(a: Path, b: Path) -> None:
     assert a.with_suffix(".csv").read_bytes() == b.with_suffix(".csv").read_bytes()
     side_a, side_b = a.with_name(a.stem + "_contacts"), b.with_name(b.stem + "_contacts")
     names = sorted(p.name for p in side_a.iterdir())
-    assert names == sorted(p.name for p in side_b.iterdir()) and len(names) == 32
+    assert names == sorted(p.name for p in side_b.iterdir()) and len(names) == 35
     assert all((side_a / n).read_bytes() == (side_b / n).read_bytes() for n in names)
 
 
@@ -169,7 +179,7 @@ def test_killed_run_resumes_computing_only_the_missing_batches(work, tmp_path):
 
 
 def test_source_records_match_iter_inputs(work):
-    inputs = [work / "msas", work / "db" / "small"]
+    inputs = _inputs(work)
     expected = [(i.name, i.source, i.error) for i in iter_inputs(inputs)]
     got = [(name, where, error) for source in iter_sources(inputs) for name, where, _, error in source_records(source)]
     assert got == expected
