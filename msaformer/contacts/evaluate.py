@@ -224,7 +224,7 @@ def evaluate_pairs(pairs: str | Path | Sequence[Pair], predictor: ContactPredict
                 msa = load_msa(pair)
                 truth = load_truth(pair, msa.query, min_identity)
                 used = predictor.rows(msa)
-                predicted = predictor.predict_rows(used)
+                predicted = predictor.predict_rows(used, progress)
                 scores = score_map(predicted, truth, msa.query)
                 row = {"name": pair.name, "method": method, "L": query_length(msa.query), "rows": used.depth,
                        "observed": int(truth.observed.sum()), "long_true": scores["long_true"],

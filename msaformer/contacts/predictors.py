@@ -96,7 +96,7 @@ class ContactPredictor:
         counter = Counter("potts", "evaluations", progress)
 
         def step(done: int, total: int) -> None:
-            counter.total, counter.done = total, done
+            counter.total, counter.done = max(total, done), done  # line searches may evaluate a few more
             counter.report()
 
         options = coevolution.PottsOptions(iterations=self.options.potts_iterations)
@@ -174,7 +174,7 @@ def predict_contacts(inputs: Sequence[str | Path], out: str | Path, options: Pre
                        reason)
                 continue
             item = replace(item, msa=None)  # the full alignment is not needed any more
-            contacts = predictor.predict_rows(msa)
+            contacts = predictor.predict_rows(msa, progress)  # a Potts fit reports its evaluations
             group = names(item.name)
             writer.write(group, dict(name=item.name, source=item.source, input_hash=input_hash, depth=depth,
                                      rows_used=msa.depth, length=msa.length, query=msa.query),
