@@ -1,7 +1,8 @@
 """Promoter ensembles (probabilities averaged over checkpoints), the moving average of the weights, the
-dev-chosen threshold."""
+dev-chosen threshold, masked-nucleotide pre-training and the reuse of its encoder."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from msaformer.model.promoter import (
     save_promoter_model,
 )
 from msaformer.train.promoter import _WeightAverage, tune_threshold
+from tests.paths import PROMOTER, needs_shared
 
 
 def _model(seed, **kw) -> PromoterClassifier:
@@ -98,3 +100,52 @@ def test_tuned_threshold_maximises_mcc_on_the_given_split():
     t = tune_threshold(labels, probs)
     assert 0.65 < t <= 0.66  # the only cut that separates the classes: MCC 1
     assert tune_threshold(np.array([0, 1]), np.array([0.2, 0.8])) == pytest.approx(0.5)  # ties: nearest 0.5
+
+
+def test_masking_targets_only_real_nucleotides():
+    from msaformer.data.promoter import MASK_IDX, PAD_IDX, collate
+    from msaformer.train.promoter import mask_nucleotides
+
+    seqs = ["ACGTN" * 40, "AC", "NNNN", "GGGGCCCCAAAATTTT" * 15]
+    tokens = torch.from_numpy(collate([encode(s) for s in seqs]))
+    inputs, targets = mask_nucleotides(tokens, 0.3, torch.Generator().manual_seed(0))
+    chosen = targets.ne(-100)
+    acgt = (tokens >= 4) & (tokens <= 7)
+    assert not (chosen & ~acgt).any()  # never <cls>, <pad> or N
+    assert chosen[[0, 1, 3]].any(dim=1).all() and not chosen[2].any()  # at least one where there is one
+    assert torch.equal(targets[chosen], tokens[chosen] - 4)
+    assert (inputs[~chosen] == tokens[~chosen]).all() and (inputs[chosen] == MASK_IDX).float().mean() > 0.5
+    assert tokens.eq(PAD_IDX).any() and 0.25 < chosen.sum() / acgt.sum() < 0.35
+
+
+@needs_shared
+def test_pretrain_then_reuse_the_encoder(tmp_path):
+    """A tiny pre-training run writes encoder.pt; a second run starts from it (init_from) without pre-training."""
+    from msaformer.errors import ConfigError
+    from msaformer.model.promoter import load_encoder_weights, load_promoter_model
+    from msaformer.train.promoter import load_train_config, train_promoter
+
+    tata = PROMOTER / "gue_prom_core_tata"
+    base = [f"data.train={tata / 'train.csv'}", f"data.dev={tata / 'dev.csv'}", "data.max_train_records=200",
+            "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10", "model.num_layers=1",
+            "model.conv_stem=5", "optim.epochs=1", "optim.batch_size=50", "optim.warmup_steps=1", "threads=1"]
+    first = train_promoter(load_train_config(None, [*base, "pretrain.epochs=2", "pretrain.batch_size=25",
+                                                    "pretrain.warmup_steps=2", f"out_dir={tmp_path / 'a'}"]))
+    encoder, meta = load_promoter_model(tmp_path / "a" / "encoder.pt")
+    assert meta["pretrained"] == "masked-nucleotide" and meta["steps"] == 2 * 8
+    assert 0.0 < meta["masked_accuracy"] <= 1.0 and first["dev"]["n"] == 613
+    fresh = PromoterClassifier(encoder.config)
+    load_encoder_weights(fresh, tmp_path / "a" / "encoder.pt")
+    for name, value in encoder.state_dict().items():
+        if name.startswith("head.") and name.endswith("bias"):
+            continue  # zero-initialised both sides
+        same = torch.equal(fresh.state_dict()[name], value)
+        assert same != name.startswith("head."), name  # everything but the head is carried over
+    second = train_promoter(load_train_config(None, [*base, f"init_from={tmp_path / 'a' / 'encoder.pt'}",
+                                                     f"out_dir={tmp_path / 'b'}"]))
+    assert second["dev"]["n"] == 613 and not (tmp_path / "b" / "encoder.pt").exists()
+    with pytest.raises(ConfigError, match="embed_dim 12 vs 16"):
+        load_encoder_weights(PromoterClassifier(dataclasses.replace(encoder.config, embed_dim=16)),
+                             tmp_path / "a" / "encoder.pt")
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_train_config(None, [*base, "init_from=x.pt", "pretrain.epochs=1"])

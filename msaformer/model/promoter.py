@@ -148,6 +148,22 @@ class PromoterClassifier(nn.Module):
             tokens: ``[B, T]`` int64 ids, ``<cls>`` at position 0, ``<pad>`` after each sequence;
                 ``T - 1 <= max_length`` (position tables are that long; rotary has no such limit).
         """
+        x, attentions = self.hidden_states(tokens, need_weights)
+        cfg = self.config
+        pad = tokens.eq(PAD_IDX)
+        if cfg.pooling == "cls":
+            rep = x[:, 0]  # (B, D)
+        else:
+            real = (~pad & tokens.ne(CLS_IDX)).to(x.dtype)[..., None]  # (B, T, 1)
+            rep = (x * real).sum(1) / real.sum(1).clamp_min(1.0)
+        out = {"logits": self.head(rep).squeeze(-1), "representation": rep}
+        if need_weights:
+            out["attentions"] = attentions
+        return out
+
+    def hidden_states(self, tokens: torch.Tensor, need_weights: bool = False):
+        """Returns ``(x [B, T, D] after the final LayerNorm, attentions)``: the encoder without the head (what
+        masked-nucleotide pre-training trains and :func:`load_encoder_weights` carries over)."""
         B, T = tokens.shape
         cfg = self.config
         if cfg.positional != "rotary" and T > cfg.max_length + 1:
@@ -179,16 +195,7 @@ class PromoterClassifier(nn.Module):
             x, attn = layer(x, key_padding_mask, need_weights, qk_transform)  # (B, T, D), (B, H, T, T) | None
             if need_weights:
                 attentions.append(attn)
-        x = self.final_norm(x)
-        if cfg.pooling == "cls":
-            rep = x[:, 0]  # (B, D)
-        else:
-            real = (~pad & tokens.ne(CLS_IDX)).to(x.dtype)[..., None]  # (B, T, 1)
-            rep = (x * real).sum(1) / real.sum(1).clamp_min(1.0)
-        out = {"logits": self.head(rep).squeeze(-1), "representation": rep}
-        if need_weights:
-            out["attentions"] = attentions
-        return out
+        return self.final_norm(x), attentions
 
 
 def save_promoter_model(model: PromoterClassifier, path: str | Path, metadata: dict | None = None) -> Path:
@@ -208,6 +215,20 @@ def load_promoter_model(path: str | Path, map_location: str = "cpu") -> tuple[Pr
     model = PromoterClassifier(cfg)
     load_weights(model, payload["state_dict"], str(path))
     return model.to(map_location).eval(), dict(payload["metadata"])
+
+
+def load_encoder_weights(model: PromoterClassifier, path: str | Path) -> dict:
+    """Copies every weight but the classification head from a promoter model file (``encoder.pt`` of a
+    pre-training run, or any ``model.pt``) into ``model``; the two model configs must be equal. Returns the
+    file's metadata."""
+    source, meta = load_promoter_model(path)
+    if source.config != model.config:
+        theirs, ours = dataclasses.asdict(source.config), dataclasses.asdict(model.config)
+        diff = ", ".join(f"{k} {theirs[k]!r} vs {ours[k]!r}" for k in ours if theirs[k] != ours[k])
+        raise ConfigError(f"{path}: the encoder's model config differs from this run's ({diff})")
+    encoder = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    model.load_state_dict(encoder, strict=False)  # equal configs: only head.* is left as initialised
+    return meta
 
 
 def promoter_probabilities(model: PromoterClassifier, tokens: list[np.ndarray], *, batch_size: int = 256,

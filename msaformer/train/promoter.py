@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +66,34 @@ class PromoterOptimConfig:
 
 
 @dataclass(frozen=True)
+class PromoterPretrainConfig:
+    """Masked-nucleotide pre-training of the encoder on the train sequences (labels unused), before fine-tuning.
+
+    The pre-trained encoder is written to ``encoder.pt`` in the run folder; ``init_from`` of another run
+    reuses it without pre-training again."""
+
+    epochs: int = 0  # > 0: pre-train for this many epochs over the train sequences; 0 = none
+    mask_prob: float = 0.15  # share of nucleotides masked per sequence (80 % <mask>, 10 % random, 10 % kept)
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+
+    def __post_init__(self):
+        check(self.epochs >= 0 and self.batch_size >= 1 and self.warmup_steps >= 0,
+              "pretrain epochs and warmup_steps must be >= 0, batch_size >= 1")
+        check(0.0 < self.mask_prob < 1.0, f"pretrain mask_prob must be in (0, 1), got {self.mask_prob}")
+        check(self.lr > 0, f"pretrain lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
 class PromoterTrainConfig:
     model: PromoterModelConfig = field(default_factory=PromoterModelConfig)
     data: PromoterDataConfig = field(default_factory=PromoterDataConfig)
     optim: PromoterOptimConfig = field(default_factory=PromoterOptimConfig)
+    pretrain: PromoterPretrainConfig = field(default_factory=PromoterPretrainConfig)
+    init_from: str = ""  # encoder.pt / model.pt whose weights (all but the head) start the fine-tuning
     seed: int = 0
     out_dir: str = "runs/promoter"
     threads: int = 0  # torch intra-op threads; 0 = leave as is
@@ -84,7 +109,10 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         raise ConfigError("data needs train and dev files (data.train=..., data.dev=...)")
     files = {k: resolve_relative(v, path) if v else v for k, v in dataclasses.asdict(cfg.data).items()
              if k in ("train", "dev", "test")}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **files))
+    if cfg.init_from and cfg.pretrain.epochs:
+        raise ConfigError("init_from and pretrain.epochs exclude each other: pre-train here or reuse an encoder")
+    init_from = resolve_relative(cfg.init_from, path) if cfg.init_from else ""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **files), init_from=init_from)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -117,7 +145,7 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     import torch
 
     from msaformer.files import AtomicDir
-    from msaformer.model.promoter import PromoterClassifier
+    from msaformer.model.promoter import PromoterClassifier, save_promoter_model
     from msaformer.train.distributed import init_distributed
     from msaformer.train.optim import build_ds_config, initialize
 
@@ -141,6 +169,14 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
 
     opt = cfg.optim
     model = PromoterClassifier(cfg.model)
+    pretrain_info = None
+    if cfg.init_from:
+        from msaformer.model.promoter import load_encoder_weights
+
+        load_encoder_weights(model, cfg.init_from)
+    elif cfg.pretrain.epochs:
+        pretrain_info = pretrain_encoder(cfg, model, train_tokens, lengths, dist)
+        seed_everything(cfg.seed)  # fine-tuning draws the same batches with or without pre-training
     # Every rank must take the same number of steps (gradient all-reduce): drop the remainder batches.
     steps_per_epoch = max(1, math.ceil(len(train) / opt.batch_size) // dist.world_size)
     total_steps = max(1, steps_per_epoch * opt.epochs)
@@ -160,6 +196,8 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
         folder = AtomicDir(run_dir)
         work = folder.tmp
         write_text(work / "config.yaml", _to_yaml(cfg))
+        if pretrain_info is not None:
+            save_promoter_model(model, work / "encoder.pt", metadata=pretrain_info)
     else:
         folder, work = None, run_dir
     try:
@@ -172,6 +210,100 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     if folder is not None:
         folder.commit()
     return results
+
+
+class _MaskedNucleotideModel:
+    """Built lazily (torch imported inside): the classifier's encoder with a per-token A/C/G/T head."""
+
+    @staticmethod
+    def build(classifier):
+        from torch import nn
+
+        class MaskedNucleotideModel(nn.Module):
+            def __init__(self, encoder):
+                super().__init__()
+                D = encoder.config.embed_dim
+                self.encoder = encoder
+                self.lm_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.LayerNorm(D), nn.Linear(D, 4))
+
+            def forward(self, tokens):
+                return self.lm_head(self.encoder.hidden_states(tokens)[0])  # (B, T, 4)
+
+        return MaskedNucleotideModel(classifier)
+
+
+def mask_nucleotides(tokens, mask_prob: float, generator):
+    """Returns ``(inputs, targets)`` for masked-nucleotide training of a ``[B, T]`` batch: a ``mask_prob``
+    share of the A/C/G/T positions is chosen (at least one per sequence), 80 % of them become ``<mask>``, 10 % a
+    random nucleotide and 10 % stay; ``targets`` is 0-3 (A, C, G, T) there and -100 (ignored) elsewhere."""
+    import torch
+
+    from msaformer.data.promoter import MASK_IDX, NUCLEOTIDE_IDS
+
+    first, last = NUCLEOTIDE_IDS["A"], NUCLEOTIDE_IDS["T"]
+    candidates = (tokens >= first) & (tokens <= last)
+    scores = torch.rand(tokens.shape, generator=generator)
+    chosen = candidates & (scores < mask_prob)
+    # At least one per sequence: the candidate with the lowest score.
+    lowest = torch.where(candidates, scores, torch.full_like(scores, 2.0)).argmin(dim=1)
+    has_any = candidates.any(dim=1)
+    chosen[has_any, lowest[has_any]] = True
+    targets = torch.where(chosen, tokens - first, torch.full_like(tokens, -100))
+    action = torch.rand(tokens.shape, generator=generator)
+    inputs = tokens.clone()
+    inputs[chosen & (action < 0.8)] = MASK_IDX
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[swap] = torch.randint(first, last + 1, tokens.shape, generator=generator)[swap]
+    return inputs, targets
+
+
+def pretrain_encoder(cfg: PromoterTrainConfig, model, train_tokens, lengths, dist) -> dict:
+    """Masked-nucleotide pre-training of ``model``'s encoder (in place) on the train sequences, through the
+    DeepSpeed engine; returns the metadata stored with ``encoder.pt`` (final masked accuracy and loss)."""
+    import torch
+    import torch.nn.functional as F
+
+    from msaformer.data.promoter import length_bucketed_batches
+    from msaformer.train.optim import build_ds_config, initialize
+
+    pre = cfg.pretrain
+    wrapper = _MaskedNucleotideModel.build(model)
+    steps_per_epoch = max(1, math.ceil(len(train_tokens) / pre.batch_size) // dist.world_size)
+    ds_config = build_ds_config({}, micro_batch_size=pre.batch_size, grad_accum_steps=1,
+                                world_size=dist.world_size, device=dist.device, grad_clip=cfg.optim.grad_clip)
+    engine = initialize(wrapper, ds_config, lr=pre.lr, weight_decay=pre.weight_decay,
+                        warmup_steps=pre.warmup_steps, total_steps=steps_per_epoch * pre.epochs,
+                        min_lr_ratio=pre.min_lr_ratio)
+    generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
+    start = time.perf_counter()
+    step, loss_sum, correct, counted = 0, 0.0, 0, 0
+    for epoch in range(1, pre.epochs + 1):
+        engine.train()
+        batches = length_bucketed_batches(lengths, pre.batch_size, shuffle=True, seed=cfg.seed * 100_019 + epoch)
+        batches = batches[dist.rank :: dist.world_size][:steps_per_epoch]
+        loss_sum, correct, counted = 0.0, 0, 0
+        for index in batches:
+            tokens = _collate_tensor([train_tokens[i] for i in index])
+            inputs, targets = mask_nucleotides(tokens, pre.mask_prob, generator)
+            logits = engine(inputs.to(dist.device)).float()
+            targets = targets.to(dist.device)
+            loss = F.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1), ignore_index=-100)
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            with torch.no_grad():
+                seen = targets.ne(-100)
+                correct += int((logits.argmax(-1).eq(targets) & seen).sum())
+                counted += int(seen.sum())
+                loss_sum += float(loss.detach())
+        if dist.rank == 0:
+            print(f"pretrain epoch {epoch}/{pre.epochs}: masked loss {loss_sum / max(1, len(batches)):.4f}, "
+                f"masked accuracy {correct / max(1, counted):.4f}", file=sys.stderr, flush=True)
+    model.train()
+    return {"pretrained": "masked-nucleotide", "pretrain_epochs": pre.epochs, "mask_prob": pre.mask_prob,
+            "masked_accuracy": correct / max(1, counted), "masked_loss": loss_sum / max(1, steps_per_epoch),
+            "pretrain_seconds": round(time.perf_counter() - start, 1), "seed": cfg.seed,
+            "train_file": cfg.data.train, "steps": step}
 
 
 def tune_threshold(labels, probs) -> float:
@@ -381,4 +513,8 @@ def config_summary(cfg: PromoterTrainConfig) -> str:
     m, o = cfg.model, cfg.optim
     return (f"{m.num_layers} layers x {m.embed_dim} ({m.num_heads} heads, ffn {m.ffn_dim}), {m.positional} "
             f"positions, conv stem {m.conv_stem or 'none'}, {m.pooling} pooling; {o.epochs} epochs x batch "
-            f"{o.batch_size}, lr {o.lr:g}; seed {cfg.seed}; threads {cfg.threads or os.cpu_count()}")
+            f"{o.batch_size}, lr {o.lr:g}"
+            + (f", EMA {o.ema_decay:g}" if o.ema_decay else "") + (", dev-chosen threshold" if o.tune_threshold else "")
+            + (f"; {cfg.pretrain.epochs} epochs of masked-nucleotide pre-training" if cfg.pretrain.epochs else "")
+            + (f"; encoder from {cfg.init_from}" if cfg.init_from else "")
+            + f"; seed {cfg.seed}; threads {cfg.threads or os.cpu_count()}")
