@@ -193,6 +193,36 @@ def source_records(source) -> Iterator[tuple]:
             yield ((source.record + name[len(base):]) if source.record else name, *rest)
 
 
+def selected_records(source, wanted: set[int]) -> Iterator[tuple]:
+    """Yields ``(position, name, source, msa, error)`` for the alignments of ``source`` at ``wanted`` positions;
+    a shard directory reads only those records (:func:`source_records` reads the whole source otherwise)."""
+    if source.kind != "shards":
+        for position, record in enumerate(source_records(source)):
+            if position in wanted:
+                yield (position, *record)
+        return
+    from msaformer.data import ShardReader
+    from msaformer.data.inputs import _one_line
+
+    reader = ShardReader(source.path)
+    try:
+        index = reader.index
+        for i in sorted(wanted):  # as msaformer.data.inputs._iter_shard_dir names them
+            row = index.iloc[i]
+            name = str(row.get("name", "") or f"record{i}")
+            where = f"{source.path}/{row.get('shard', '?')}[{row.get('record', i)}]"
+            original = row.get("source", "")
+            where = f"{original} ({where})" if isinstance(original, str) and original else where
+            try:
+                msa = reader[i]
+            except MsaformerError as exc:
+                yield i, name, where, None, _one_line(exc, str(source.path))
+                continue
+            yield i, name, where, msa, None
+    finally:
+        reader.close()
+
+
 @dataclass
 class _Record:
     """What the scan learned about one alignment (no arrays)."""
@@ -375,7 +405,7 @@ def embed_distributed(
 ):
     """:func:`msaformer.infer.msa.embed` on every rank of a launcher's job; returns the run's summary on rank 0
     and this rank's share of it elsewhere. See the module docstring."""
-    from msaformer.data.inputs import InputItem, iter_sources
+    from msaformer.data.inputs import iter_sources
     from msaformer.infer.msa import EmbedOptions, EmbedRun, EmbedSummary
     from msaformer.infer.writer import previous_run_keys
 
@@ -408,7 +438,7 @@ def embed_distributed(
             counter.report(f"{len(done)} of {len(batches)} batches done by an earlier run")
         seconds = float(os.environ.get(PART_SECONDS_ENV, "30"))
         parts = _PartWriter(folder, ranks.rank, plan, seconds)
-        _compute_share(run, sources, records, batches, my_batches, parts, counter, InputItem)
+        _compute_share(run, sources, records, batches, my_batches, parts, counter)
         parts.flush()
         group.barrier()
         summary = EmbedSummary(out=out)
@@ -423,12 +453,16 @@ def embed_distributed(
     return summary
 
 
-def _compute_share(run, sources, records, batches, my_batches, parts, counter, InputItem) -> None:
+def _compute_share(run, sources, records, batches, my_batches, parts, counter) -> None:
     """Computes this rank's batches, reading their alignments once, in input order."""
+    from collections import deque
+
+    from msaformer.data.inputs import InputItem
+
     if not my_batches:
         return
     last_item = {b: max(p.item for p in batches[b]) for b in my_batches}
-    queue = sorted(my_batches, key=lambda b: (last_item[b], b))
+    queue = deque(sorted(my_batches, key=lambda b: (last_item[b], b)))
     needed = sorted({p.item for b in my_batches for p in batches[b]})
     uses = {}
     for b in my_batches:
@@ -441,7 +475,7 @@ def _compute_share(run, sources, records, batches, my_batches, parts, counter, I
 
     def run_ready(upto: int) -> None:
         while queue and last_item[queue[0]] <= upto:
-            b = queue.pop(0)
+            b = queue.popleft()
             pieces = [run.pieces(cache[p.item])[p.k] for p in batches[b]]
             parts.add(b, run.compute(pieces))
             for p in batches[b]:
@@ -452,10 +486,10 @@ def _compute_share(run, sources, records, batches, my_batches, parts, counter, I
 
     for s in sorted(by_source):
         wanted = by_source[s]
-        for position, (name, where, msa, error) in enumerate(source_records(sources[s])):
-            i = wanted.get(position)
-            if i is None:
-                continue
+        for position, name, where, msa, error in selected_records(sources[s], set(wanted)):
+            i = wanted[position]
+            if msa is None:
+                raise MsaformerError(f"{where}: could not be read again ({error}); run the command again")
             prepared = run.prepare(InputItem(i, name, where, msa))
             if isinstance(prepared, str) or prepared.input_hash != records[i].input_hash:
                 raise MsaformerError(f"{where}: changed while the run was reading it; run the command again")
