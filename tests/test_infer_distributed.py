@@ -232,3 +232,30 @@ def test_search_under_torchrun_shares_the_queries(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["query"] for r in rows] == [ident for ident, _, _ in read_fasta(planted.queries)]
     assert [int(r["depth"]) for r in rows] == [5, 5, 5, 1]
+
+
+def test_deepspeed_launcher_writes_the_one_process_output(work, tmp_path):
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    if not deepspeed.is_file():
+        pytest.skip("the deepspeed launcher is not installed")
+    one, two = tmp_path / "one.h5", tmp_path / "ds.h5"
+    args = ["embed", str(work / "db" / "small"), "-c", str(work / "tiny.pt"), "--include", "mean,contacts",
+            "--toks-per-batch", "400", "-q"]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        embed([work / "db" / "small"], work / "tiny.pt", one,
+              EmbedOptions(include=("mean", "contacts"), toks_per_batch=400))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    cmd = [str(deepspeed), "--no_local_rank", "--num_accelerators", "2", "--master_port", str(free_port()),
+           "--module", "msaformer", *args, "-o", str(two)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "dist_world_size=2" in proc.stdout + proc.stderr
+    x, y = _contents(one), _contents(two)
+    assert x.keys() == y.keys() and len(x) > 6
+    for key in x:
+        if key != "/" and x[key][1] is not None:
+            assert np.array_equal(x[key][1], y[key][1]), key
+    assert one.with_suffix(".csv").read_bytes() == two.with_suffix(".csv").read_bytes()
