@@ -15,7 +15,7 @@ batch a one-process run would make), the same index rows in the same order, the 
    the most expensive first, each to the rank with the fewest padded tokens so far.
 3. **Compute.** Each rank reads the alignments of its batches (streaming, in input order) and writes their
    arrays to part files ``.OUT.parts/part-<rank>-<k>.h5``, each written atomically, every
-   ``MSAFORMER_PART_SECONDS`` (30) seconds.
+   ``MSAFORMER_PART_SECONDS`` (30) seconds or 256 MiB of results.
 4. **Merge.** Rank 0 writes the output from the part files (and the reused groups), as the one-process run
    would (:class:`~msaformer.infer.writer.ResultWriter`, all or nothing), then removes the part folder.
 
@@ -47,6 +47,8 @@ PART_SECONDS_ENV = "MSAFORMER_PART_SECONDS"
 #: Seconds a rank waits for the others at a barrier (a slow rank's share, the merge) before giving up.
 TIMEOUT_ENV = "MSAFORMER_DIST_TIMEOUT"
 PART_FORMAT = "msaformer-embed-part"
+#: A part file is also written once this many bytes of results are waiting (bounds each rank's memory).
+PART_MAX_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -357,11 +359,13 @@ class _PartWriter:
         self.folder, self.rank, self.plan, self.seconds = folder, rank, plan, seconds
         self.pending: list[tuple[int, list[dict]]] = []
         self.last = time.monotonic()
+        self.bytes = 0  # held in memory until the next part file
         self.k = 0
 
     def add(self, batch: int, arrays: list[dict]) -> None:
         self.pending.append((batch, arrays))
-        if time.monotonic() - self.last >= self.seconds:
+        self.bytes += sum(value.nbytes for piece in arrays for value in piece.values())
+        if time.monotonic() - self.last >= self.seconds or self.bytes >= PART_MAX_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -386,6 +390,7 @@ class _PartWriter:
                     for key, value in piece.items():
                         group.create_dataset(key, data=np.ascontiguousarray(value))
         self.pending.clear()
+        self.bytes = 0
         self.last = time.monotonic()
         self.k += 1
 
