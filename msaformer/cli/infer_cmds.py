@@ -288,6 +288,10 @@ def contacts_cmd(
             raise MsaformerError(f"--checkpoint is only read by --method model, not {method.value}")
         if window:
             raise MsaformerError(f"--window is only used by --method model, not {method.value}")
+        from msaformer.infer.distributed import launched_world_size
+
+        if launched_world_size() > 1:
+            raise MsaformerError(f"--method {method.value} runs in one process: start it without torchrun / srun")
         with _terminate_cleanly(), progress_bar(not quiet) as progress:
             inputs = _alignment_inputs(inputs, out, db, single_sequence, msa_dir, progress)
             summary = predict_contacts(inputs, out, options, index=index, top=top or None, plot=plot,
