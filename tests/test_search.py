@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 
 import h5py
@@ -156,8 +157,10 @@ def test_cli_search_without_db_is_one_line(tmp_path):
 def test_paths_are_safe_and_unique(tmp_path):
     q = tmp_path / "q.fasta"
     q.write_text(">sp|P1|X desc\nACDEFGHIKLMNPQRSTVWY\n>sp|P1|X again\nACDEFGHIKLMNPQRSTVWY\n")
-    db = tmp_path / "db.fasta"
-    db.write_text(">t1\nACDEFGHIKLMNPQRSTVWY\n")
+    db = tmp_path / "db.fasta.gz"
+    with gzip.open(db, "wt") as fh:  # a gzipped database
+        fh.write(">t1 one target\nACDEFGHIKLMNPQRSTVWY\n")
     summary = search(q, db, tmp_path / "o", SearchOptions(cpus=1, iterations=1))
+    assert summary.targets == 1
     assert [p.name for p in summary.files] == ["sp_P1_X.a3m", "sp_P1_X_2.a3m"]
     assert Path(summary.files[0]).read_text().startswith(">sp|P1|X desc\nACDEFGHIKLMNPQRSTVWY\n")
