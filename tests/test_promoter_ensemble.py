@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from msaformer.cli.main import app
 from msaformer.data.promoter import encode
-from msaformer.errors import MsaformerError
+from msaformer.errors import ConfigError, MsaformerError
 from msaformer.model.promoter import (
     PromoterClassifier,
     PromoterModelConfig,
@@ -149,3 +149,31 @@ def test_pretrain_then_reuse_the_encoder(tmp_path):
                              tmp_path / "a" / "encoder.pt")
     with pytest.raises(ConfigError, match="exclude each other"):
         load_train_config(None, [*base, "init_from=x.pt", "pretrain.epochs=1"])
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["gue_prom_core", "gue_prom_core_tata"])  # notata = gue_prom_core, other files
+def test_recipes_run_on_300_nt_inputs_with_only_max_length_changed(tmp_path, name):
+    """The GUE recipes train on 300-nt sequences (GUE prom_300_*) with model.max_length=300 as the one change
+    (here on 64 synthetic 300-nt records made of prom_core_tata sequences, one epoch, to stay small)."""
+    from pathlib import Path
+
+    from msaformer.train.promoter import load_train_config, train_promoter
+
+    rows = list(csv.DictReader(open(PROMOTER / "gue_prom_core_tata" / "train.csv")))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("dev", 32)):
+        with open(tmp_path / f"{split}.csv", "w") as fh:
+            fh.write("sequence,label\n")
+            for _ in range(n):
+                parts = [rows[i] for i in rng.integers(0, len(rows), 5)]
+                fh.write(f"{''.join(p['sequence'] for p in parts)[:300]},{parts[2]['label']}\n")
+    config = Path(__file__).resolve().parents[1] / "configs" / "promoter" / f"{name}.yaml"
+    overrides = [f"data.train={tmp_path / 'train.csv'}", f"data.dev={tmp_path / 'dev.csv'}", "data.test=",
+                 "optim.epochs=1", f"out_dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="max_length=300"):
+        train_promoter(load_train_config(config, overrides))
+    res = train_promoter(load_train_config(config, [*overrides, "model.max_length=300"]))
+    assert res["dev"]["n"] == 32 and res["test"] is None
+    model, _ = load_promoter_models(tmp_path / "run" / "model.pt")
+    assert model.config.max_length == 300
