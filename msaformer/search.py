@@ -402,16 +402,22 @@ def _bounded(pool, fn, items, window: int) -> Iterator:
 def search_command(queries, db, out, options: SearchOptions | None = None, *,
                    progress: ProgressCallback | None = None) -> SearchSummary:
     """:func:`search` on one process, or on every rank of a launcher's job (each every N-th query, rank 0
-    writing ``summary.csv``); returns the whole run's summary on every rank."""
+    writing ``summary.csv``; ``cpus=0`` then means the node's cores / its ranks); returns the whole run's
+    summary on every rank."""
     from msaformer.files import write_csv
     from msaformer.infer.distributed import ProcessGroup, launched_world_size
 
     if launched_world_size() <= 1:
         return search(queries, db, out, options, progress=progress)
+    import dataclasses
+
     out = Path(out)
+    opts = options or SearchOptions()
     with ProcessGroup(out / ".store", "cpu") as group:
         ranks = group.ranks
-        part = search(queries, db, out, options, progress=progress if ranks.is_main else None,
+        if not opts.cpus:  # the node's cores shared by its ranks
+            opts = dataclasses.replace(opts, cpus=max(1, opts.threads // max(1, ranks.local_world_size)))
+        part = search(queries, db, out, opts, progress=progress if ranks.is_main else None,
                       share=(ranks.rank, ranks.world_size))  # fmt: skip
         shares = group.all_gather([(r.query, r.file, r.length, r.hits, r.depth, r.neff, r.seconds, r.note)
                                    for r in part.results])  # fmt: skip
