@@ -197,12 +197,12 @@ def read_fasta(path: str | os.PathLike, what: str = "FASTA file") -> list[tuple[
     return records
 
 
-def _digital(records, path: Path, alphabet):
-    """Returns a pyhmmer DigitalSequenceBlock of FASTA records."""
+def _digital(numbered, path: Path, alphabet):
+    """Returns a pyhmmer DigitalSequenceBlock of ``(record number, FASTA record)`` pairs."""
     from pyhmmer import easel
 
     block = easel.DigitalSequenceBlock(alphabet)
-    for n, (ident, desc, seq) in enumerate(records, 1):
+    for n, (ident, desc, seq) in numbered:
         try:
             text = easel.TextSequence(name=ident.encode(), description=desc.encode(), sequence=seq)
             block.append(text.digitize(alphabet))
@@ -363,7 +363,7 @@ def search(
     alphabet = easel.Alphabet.amino()
     rank, world = share
     mine = [i for i in range(len(records)) if i % world == rank]
-    digital = _digital([records[i] for i in mine], queries, alphabet)
+    digital = _digital([(i + 1, records[i]) for i in mine], queries, alphabet)
     summary = SearchSummary(out, out / "summary.csv", targets=len(targets))
     counter = Counter("search", "queries", progress, total=len(mine))
     no_hits = 0
