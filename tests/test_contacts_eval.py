@@ -168,3 +168,25 @@ def test_contacts_group_help_and_default_command():
             assert "[model|potts|mi]" in " ".join(result.output.split()), command
     missing = runner.invoke(app, ["contacts", "nope.a3m", "--method", "mi", "-o", "x.h5"])
     assert missing.exit_code == 1 and "input not found: nope.a3m" in missing.output  # ran `contacts predict`
+
+
+def test_pairs_file_and_fit_errors_are_one_line(demo, model_file, tmp_path):
+    from msaformer.contacts.evaluate import read_pairs
+    from msaformer.errors import MsaformerError
+
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("name,msa\nx,a.a3m\n")
+    with pytest.raises(MsaformerError, match="pairs.csv: the header needs columns name, msa and either"):
+        read_pairs(bad)
+    bad.write_text("name,msa,truth\nx,a.a3m,t.csv\nx,b.a3m,t.csv\n")
+    with pytest.raises(MsaformerError, match=r"pairs.csv: line 3: name 'x' is used twice"):
+        read_pairs(bad)
+    empty_truth = tmp_path / "none.csv"
+    empty_truth.write_text("i,j\n")
+    msa = demo / "msa" / "demo_fam1.a3m"
+    bad.write_text(f"name,msa,truth\nx,{msa},{empty_truth}\n")
+    result = _invoke("contacts", "fit", "--pairs", bad, "-c", model_file, "-o", tmp_path / "f.pt", "--max-seqs", "8")
+    assert result.exit_code == 1 and "no true contact" in result.output and not (tmp_path / "f.pt").exists()
+    bad.write_text(f"name,msa,truth,block\nx,{demo / 'msa' / 'demo_fam5_fam6.a3m'},{empty_truth},\n")
+    result = _invoke("contacts", "evaluate", "--pairs", bad, "--method", "mi", "-o", tmp_path / "e")
+    assert result.exit_code == 1 and "holds 2 alignments; say which in the pairs file's block column" in result.output
