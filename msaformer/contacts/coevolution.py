@@ -123,6 +123,7 @@ class PottsOptions:
     lambda_h: float = 0.01  # L2 on fields
     lambda_j: float = 0.01  # L2 on couplings, times (L - 1) * 20
     history: int = 10  # L-BFGS memory
+    gather: bool | None = None  # sum couplings by a gather (CPU default) or by onehot @ J (GPU default)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -165,6 +166,7 @@ def fit_potts(tokens: np.ndarray, options: PottsOptions | None = None, *, device
     # row (j, x_nj) of J for every (n, j): summing them is onehot @ J; a gather-sum is ~3x faster on a CPU,
     # a matrix product is the fast way on a GPU
     rows_of = states + torch.arange(length, device=dev) * STATES
+    use_gather = dev.type == "cpu" if opts.gather is None else opts.gather
     targets = states.reshape(-1)
     # fields start at the weighted log frequencies (GREMLIN), couplings at zero
     freq = (onehot * weights[:, None]).sum(0).reshape(length, STATES) / neff
@@ -185,7 +187,7 @@ def fit_potts(tokens: np.ndarray, options: PottsOptions | None = None, *, device
         nonlocal evaluations
         optimizer.zero_grad()
         J = couplings()
-        if dev.type == "cpu":
+        if use_gather:
             summed = torch.nn.functional.embedding_bag(rows_of, J, mode="sum")  # (N, L*21)
         else:
             summed = onehot @ J
