@@ -92,3 +92,11 @@ def test_apc_by_hand():
     expected = raw - row[:, None] * row[None, :] / 2.0  # total off-diagonal mean = 2
     expected.fill_diagonal_(0.0)
     torch.testing.assert_close(apc(raw), expected)
+
+
+def test_a_fit_too_large_for_the_memory_is_refused_in_one_line():
+    from msaformer.errors import MsaformerError
+
+    wide = np.full((4, 3000), ord("A"), dtype=np.uint8)  # potts would need ~440 GiB
+    with pytest.raises(MsaformerError, match=r"potts on 4 rows x 3000 columns needs about \d+\.\d GiB"):
+        fit_potts(wide, device="cpu")

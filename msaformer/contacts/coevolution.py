@@ -82,6 +82,31 @@ def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
 
 
+def _available_bytes(dev: torch.device) -> int:
+    """Returns the memory free for a fit: the GPU's free memory, or the host's MemAvailable (Linux)."""
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62  # unknown: do not refuse
+
+
+def _check_memory(need: int, what: str, depth: int, length: int, dev: torch.device) -> None:
+    """Raises a one-line error when a fit would need more memory than is free (instead of swapping or being
+    killed)."""
+    free = _available_bytes(dev)
+    if need > 0.8 * free:
+        raise MsaformerError(
+            f"{what} on {depth} rows x {length} columns needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB is "
+            f"free on {dev.type}; crop the alignment or lower --max-seqs"
+        )
+
+
 def _checked(tokens: np.ndarray, what: str) -> np.ndarray:
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] < 2:
@@ -98,6 +123,9 @@ def mi_contacts(tokens: np.ndarray, *, identity: float = 0.8, pseudocount: float
     dev = _device(device)
     states = torch.from_numpy(_checked(tokens, "mi")).to(dev)
     n, length = states.shape
+    width = length * STATES
+    # the pair counts and three temporaries of their size, one-hot rows, a chunk of the identity matrix
+    _check_memory(4 * (4 * width**2 + 2 * n * width + min(n, 2048) * n), "mi", n, length, dev)
     weights = sequence_weights(states, identity)
     neff = weights.sum()
     pair = torch.zeros(length * STATES, length * STATES, device=dev)
@@ -160,6 +188,10 @@ def fit_potts(tokens: np.ndarray, options: PottsOptions | None = None, *, device
     dev = _device(device)
     states = torch.from_numpy(_checked(tokens, "potts")).to(dev)
     n, length = states.shape
+    width = length * STATES
+    # couplings, their gradient, L-BFGS history (2 per step) and ~6 temporaries; one-hot rows and per-evaluation
+    # [N, 21 L] sums, logits and their gradients; a chunk of the identity matrix
+    _check_memory(4 * ((2 * opts.history + 8) * width**2 + 6 * n * width + min(n, 2048) * n), "potts", n, length, dev)
     weights = sequence_weights(states, opts.identity)
     neff = float(weights.sum())
     onehot = _one_hot(states)  # (N, L*21)

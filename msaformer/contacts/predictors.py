@@ -91,16 +91,19 @@ class ContactPredictor:
         if method == "model":
             out = self.runner.forward(self.runner.encode([msa]), contacts=True)
             return out["contacts"][0, : msa.length, : msa.length].float().cpu().numpy()
-        if method == "mi":
-            return coevolution.mi_contacts(msa.tokens, device=self.options.device)
         counter = Counter("potts", "evaluations", progress)
 
         def step(done: int, total: int) -> None:
             counter.total, counter.done = max(total, done), done  # line searches may evaluate a few more
             counter.report()
 
-        options = coevolution.PottsOptions(iterations=self.options.potts_iterations)
-        return coevolution.potts_contacts(msa.tokens, options, device=self.options.device, progress=step)
+        try:
+            if method == "mi":
+                return coevolution.mi_contacts(msa.tokens, device=self.options.device)
+            options = coevolution.PottsOptions(iterations=self.options.potts_iterations)
+            return coevolution.potts_contacts(msa.tokens, options, device=self.options.device, progress=step)
+        except MsaformerError as exc:  # name the alignment (e.g. too large for the memory)
+            raise MsaformerError(f"{msa.source or 'alignment'}: {exc}") from None
 
     def predict(self, msa: Msa, progress: ProgressCallback | None = None) -> np.ndarray:
         """Returns the float32 ``[L, L]`` contact map of ``msa`` (query columns)."""
