@@ -502,3 +502,53 @@ def test_a_bad_block_is_found_in_linear_work(monkeypatch, bad):
     with pytest.raises(AlignmentError, match=rf"x.a3m#{bad}: record 2 \('h', line {4 * bad + 3}\) has 2 aligned columns"):
         parse_alignment(data, "a3m", source="x.a3m")
     assert sum(seen) <= 3 * len(data) and len(seen) <= 20
+
+
+def _dense_file(n: int, bad_at: int | None = None) -> bytes:
+    blocks = []
+    for i in range(n):
+        rows = b">q%d desc\nMKV\n>r\nMkKI\n" % i if i != bad_at else b">q\nMKV\n>r\nMK\n"
+        blocks.append((b"\n" * 70 if i % 5 == 0 else b"") + rows)  # some blocks start with blank-line runs
+    return b"\x00".join(blocks)
+
+
+@pytest.mark.parametrize("bad_at", [None, 0, 137, 299])
+def test_groups_of_blocks_parse_as_the_whole_file(bad_at):
+    from msaformer.data import _a3m
+
+    data = _dense_file(300, bad_at)
+    try:
+        whole = _a3m.parse_a3m(data, "x.a3m", "x.a3m")
+    except AlignmentError as exc:
+        whole = str(exc)
+    try:
+        groups = [r for group in _a3m.iter_a3m_groups(data, "x.a3m", "x.a3m", group_bytes=500, group_blocks=7)
+                  for r in group]  # fmt: skip
+    except AlignmentError as exc:
+        groups = str(exc)
+    if bad_at is None:
+        assert [r[0] for r in groups] == [r[0] for r in whole] == [f"x.a3m#{k}" for k in range(300)]
+        for a, b in zip(groups, whole):
+            assert a[1] == b[1] and (a[2] == b[2]).all() and (a[3] == b[3]).all()
+    else:
+        assert isinstance(groups, str) and groups == whole and f"x.a3m#{bad_at}" in groups
+
+
+def test_a_dense_file_is_read_lazily_and_preprocessed_the_same(tmp_path, monkeypatch):
+    from msaformer.data import parsers
+    from msaformer.data.parsers import parse_file_bytes
+    from msaformer.data.preprocess import preprocess
+    from msaformer.data.shards import ShardReader
+
+    path = tmp_path / "dense.a3m"
+    path.write_bytes(_dense_file(2000))
+    eager = parse_file_bytes(path.read_bytes(), str(path))
+    monkeypatch.setattr(parsers, "DENSE_FILE_BYTES", 1000)
+    lazy = parse_file_bytes(path.read_bytes(), str(path), lazy=True)
+    assert isinstance(lazy, parsers.DenseAlignments) and len(lazy) == len(eager) == 2000
+    assert [(m.source, m.names, m.sequences) for m in lazy] == [(m.source, m.names, m.sequences) for m in eager]
+    preprocess([str(path)], tmp_path / "s", shard_size=300)
+    reader = ShardReader(tmp_path / "s")
+    assert len(reader) == 2000 and len(reader.shards) == 7
+    for i in (0, 1234, 1999):
+        assert reader.read(i).sequences == eager[i].sequences and reader.name(i) == f"q{i}"

@@ -7,7 +7,8 @@ issue), each case in a fresh process, median of repeats; prints a markdown table
 Cases (files are made in a temporary folder; nothing is downloaded):
   nul_gz          48 KB .a3m.gz of NUL bytes (decompresses to 48 MB)
   tar_bomb        ~200 KB .tar.gz whose member decompresses to 200 MB
-  nul_dense       10 MB of tiny NUL-separated alignments (">q\\nMKV\\n\\0" repeated)
+  nul_dense       10 MB of tiny NUL-separated alignments (">q\\nMKV\\n\\0" repeated); with ":preprocess",
+                  msaformer preprocess of it (one process), which reads such files group by group
   newline_dense   one alignment of 2.5 M one-residue rows (10 MB)
   blank_lines     50 MB of newlines inside one alignment
   one_line        one 50 MB sequence line
@@ -39,11 +40,16 @@ def hwm_kib():  # this process's peak resident set (VmHWM; ru_maxrss would inclu
 from msaformer.allocator import keep_freed_memory
 keep_freed_memory()
 from msaformer.data.parsers import read_alignments
+from msaformer.data.preprocess import preprocess
 from msaformer.errors import MsaformerError
 base = hwm_kib()
 t = time.perf_counter()
 try:
-    msas = read_alignments(sys.argv[1]); outcome = f"read {len(msas)} MSA(s)"
+    if sys.argv[2] == "preprocess":
+        result = preprocess([sys.argv[1]], sys.argv[1] + ".shards", shard_size=4096)
+        outcome = f"preprocess: {result.records} records"
+    else:
+        msas = read_alignments(sys.argv[1]); outcome = f"read {len(msas)} MSA(s)"
 except MsaformerError as exc:
     outcome = "refused: " + str(exc).split(": ", 1)[-1][:70]
 seconds = time.perf_counter() - t
@@ -85,11 +91,15 @@ def make(case: str, folder: Path) -> Path:
     return path
 
 
-CASES = ("nul_gz", "tar_bomb", "nul_dense", "newline_dense", "blank_lines", "one_line", "late_bad_block")
+CASES = ("nul_gz", "tar_bomb", "nul_dense", "nul_dense:preprocess", "newline_dense", "blank_lines", "one_line",
+         "late_bad_block")
 
 
-def run(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True,
+def run(path: Path, mode: str) -> dict:
+    import shutil
+
+    shutil.rmtree(str(path) + ".shards", ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), mode], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -105,8 +115,9 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
-            path = make(case, Path(tmp))
-            results = [run(path) for _ in range(args.repeats)]
+            name, _, mode = case.partition(":")
+            path = make(name, Path(tmp))
+            results = [run(path, mode or "read") for _ in range(args.repeats)]
             peak = statistics.median(r["peak_kib"] / 1024 for r in results)
             over = statistics.median((r["peak_kib"] - r["base_kib"]) / 1024 for r in results)
             seconds = statistics.median(r["seconds"] for r in results)

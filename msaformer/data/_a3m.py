@@ -170,6 +170,35 @@ def parse_a3m(data: bytes, source: str = "", where: str = "input") -> list[A3mRe
         raise _first_error(parser, labels, where, exc) from None
 
 
+def iter_a3m_groups(data: bytes, source: str, where: str, *, group_bytes: int = 4 << 20,
+                    group_blocks: int = 16384):
+    """Yields the results of :func:`parse_a3m` for ``data`` (a file of NUL-separated blocks, labelled
+    ``source#k`` throughout) group by group: consecutive blocks of about ``group_bytes`` bytes and at most
+    ``group_blocks`` blocks, so that the objects of one group are held at a time. Errors are those of
+    :func:`parse_a3m`: the first bad block, with the file's line numbers."""
+    collapsed, line_map = collapse_blank_runs(data)
+    nul = np.flatnonzero(np.frombuffer(collapsed, dtype=np.uint8) == 0)
+    by_bytes = np.searchsorted(nul, np.arange(group_bytes, len(collapsed), group_bytes))
+    cuts = np.unique(np.concatenate([by_bytes, np.arange(group_blocks, nul.size, group_blocks)]))
+    ends = (nul[cuts[cuts < nul.size]] + 1).tolist() + [len(collapsed)]
+    lo, lines_before, k = 0, 0, 0
+    for hi in ends:
+        if hi <= lo:
+            continue
+        first_line = 1 + lines_before + (line_map.removed(lo) if line_map is not None else 0)
+        part = A3mFile(collapsed[lo:hi], first_line=first_line,
+                       line_map=line_map.shifted(lo) if line_map is not None else None)  # fmt: skip
+        labels = [f"{source}#{k + j}" for j in range(part.n_blocks)]
+        try:
+            results = part.parse(labels, where)
+        except BlockError as exc:
+            raise (_first_error(part, labels, where, exc) if part.n_blocks > 1 else exc) from None
+        yield results
+        k += part.n_blocks
+        lines_before += collapsed.count(b"\n", lo, hi)
+        lo = hi
+
+
 def _first_error(parser: "A3mFile", labels: list[str], where: str, exc: BlockError) -> BlockError:
     """Returns the error of the first bad block, as a file holding that block alone would report it.
 

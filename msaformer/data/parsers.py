@@ -27,6 +27,7 @@ import re
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -134,6 +135,49 @@ def dedup_rows(msa: Msa) -> Msa:
     )
 
 
+def _normalise(data: bytes) -> bytes:
+    """The bytes every reader parses: no BOM, runs of NULs as one, classic Mac line ends as ``\\n``."""
+    if data.startswith(_BOM):
+        data = data[3:]
+    if b"\x00\x00" in data:  # runs of NULs are empty blocks: one NUL each, so memory does not grow with them
+        data = _NUL_RUNS.sub(b"\x00", data)
+    if b"\n" not in data and b"\r" in data:  # classic Mac line ends
+        data = data.replace(b"\r", b"\n")
+    return data
+
+
+#: A3M / FASTA files larger than this whose blocks average under DENSE_BLOCK_BYTES are read group by group
+#: by ``parse_file_bytes(..., lazy=True)`` (what ``preprocess`` does): their Msa objects would otherwise cost
+#: far more than the file.
+DENSE_FILE_BYTES = 4 << 20
+DENSE_BLOCK_BYTES = 1024
+
+
+class DenseAlignments:
+    """The alignments of a file of many small NUL-separated A3M / FASTA blocks, read in groups: iterating
+    parses one group of blocks at a time (the whole file was parsed once on creation, to find any error and
+    count them, and holds no Msa). ``len()`` is the number of alignments."""
+
+    def __init__(self, data: bytes, source: str, where: str, dedup: bool) -> None:
+        from msaformer.data._a3m import iter_a3m_groups
+
+        self._data, self._source, self._where, self._dedup = data, source, where, dedup
+        self._n = sum(len(group) for group in iter_a3m_groups(data, source, where))
+        if not self._n:
+            raise AlignmentError(f"{where}: empty file (no sequences)")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Msa]:
+        from msaformer.data._a3m import iter_a3m_groups
+
+        for group in iter_a3m_groups(self._data, self._source, self._where):
+            for label, names, tokens, deletions, metadata in group:
+                msa = Msa(names=names, tokens=tokens, deletions=deletions, source=label, metadata=metadata)
+                yield dedup_rows(msa) if self._dedup else msa
+
+
 def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", dedup: bool = False) -> list[Msa]:
     """Return one :class:`Msa` per alignment in ``data`` (NUL-separated blocks, Stockholm ``//`` sections).
 
@@ -156,12 +200,7 @@ def parse_alignment(data: bytes, fmt: str | None = None, *, source: str = "", de
         raise AlignmentError(f"{where}: unknown alignment format {fmt!r}; choose one of {', '.join(FORMATS)}")
     else:
         fmt = _FORMAT_ALIASES[fmt.lower()]
-    if data.startswith(_BOM):
-        data = data[3:]
-    if b"\x00\x00" in data:  # runs of NULs are empty blocks: one NUL each, so memory does not grow with them
-        data = _NUL_RUNS.sub(b"\x00", data)
-    if b"\n" not in data and b"\r" in data:  # classic Mac line ends
-        data = data.replace(b"\r", b"\n")
+    data = _normalise(data)
 
     if fmt != "stockholm":
         # All NUL-separated blocks in one vectorised pass; each block's matrices are slices of shared buffers.
@@ -281,14 +320,22 @@ def read_alignments(path: str | os.PathLike, *, dedup: bool = False) -> list[Msa
     return parse_file_bytes(raw, where, dedup=dedup)
 
 
-def parse_file_bytes(raw: bytes, where: str, *, dedup: bool = False) -> list[Msa]:
+def parse_file_bytes(raw: bytes, where: str, *, dedup: bool = False, lazy: bool = False) -> list[Msa]:
     """Returns the alignments of a file's bytes as :func:`read_alignments` reads them (``where``: its path,
-    whose name decides the format and the tar case when the content does not)."""
+    whose name decides the format and the tar case when the content does not). With ``lazy``, a large file of
+    small NUL-separated A3M / FASTA blocks comes back as :class:`DenseAlignments` (iterable, sized), not a list."""
     if raw[:2] == b"\x1f\x8b":
         raw = _decompress(raw, where)
     if raw[257:262] == b"ustar" or _is_tar_name(Path(where).name.lower()):
         return _read_tar(raw, where, dedup)
-    return parse_alignment(raw, detect_format(where, raw), source=where, dedup=dedup)
+    fmt = detect_format(where, raw)
+    if lazy and fmt != "stockholm" and len(raw) > DENSE_FILE_BYTES and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = _normalise(raw)
+        if data.count(b"\x00") * DENSE_BLOCK_BYTES > len(data):
+            dense = DenseAlignments(data, where, where, dedup)
+            if len(dense) > 1:
+                return dense
+    return parse_alignment(raw, fmt, source=where, dedup=dedup)
 
 
 def _read_tar(raw: bytes, where: str, dedup: bool) -> list[Msa]:

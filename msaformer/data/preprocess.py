@@ -166,7 +166,7 @@ def _truncate(msa: Msa, max_rows: int) -> Msa:
 def _parse_file(path: str, data: bytes, dedup: bool) -> list[Msa]:
     from msaformer.data.parsers import parse_file_bytes
 
-    return parse_file_bytes(data, path, dedup=dedup)
+    return parse_file_bytes(data, path, dedup=dedup, lazy=True)  # many small blocks: read group by group
 
 
 @dataclass
@@ -304,18 +304,22 @@ def _run_task(spec: TaskSpec) -> TaskResult:
         result.rejected += 1
         result.first_rejection = result.first_rejection or message
 
-    def store(msas: list[Msa], unit: _Unit, sha: str, name: str, aliases: tuple[str, ...]) -> int:
-        if opts.max_seqs is not None:
-            msas = [_truncate(m, opts.max_seqs) for m in msas]
-        kept = [m for m in msas if m.depth >= opts.min_seqs]
-        for k, msa in enumerate(kept):
-            record = f"{name}#{k}" if name and len(msas) > 1 else name
+    def store(msas, unit: _Unit, sha: str, name: str, aliases: tuple[str, ...]) -> int:
+        # one alignment at a time: ``msas`` may be a DenseAlignments that parses its blocks group by group
+        several, kept = len(msas) > 1, 0
+        for msa in msas:
+            if opts.max_seqs is not None:
+                msa = _truncate(msa, opts.max_seqs)
+            if msa.depth < opts.min_seqs:
+                continue
+            record = f"{name}#{kept}" if name and several else name
             writer.add(encode_record(msa, opts.compression, name=record or None), input_key=unit.key,
                        input_sha256=sha, aliases=aliases)
             result.rows += msa.depth
-        result.records += len(kept)
-        result.filtered += len(msas) - len(kept)
-        return len(kept)
+            kept += 1
+        result.records += kept
+        result.filtered += len(msas) - kept
+        return kept
 
     def close_chain() -> None:
         if not chain:
@@ -369,7 +373,7 @@ def _run_task(spec: TaskSpec) -> TaskResult:
                 continue
             result.parsed += 1
             if opts.merge_per_chain and unit.chain:
-                chain.append((unit, sha, msas))
+                chain.append((unit, sha, list(msas)))
                 continue
             n = store(msas, unit, sha, unit.record, unit.aliases)
             rows.append(InputRow(unit.key, unit.where, sha, unit.size, unit.mtime_ns, n, "ok" if n else "filtered"))

@@ -160,7 +160,8 @@ class TaskWriter:
         self.shard_size_bytes = int(shard_size_bytes)
         self._file = None
         self._done: list[Path] = []  # finished shards, under their temporary names
-        self._rows: list[tuple] = []  # index rows (shard number in place of the name until commit)
+        self._index_writer = None  # the index part being written, one row group per finished shard
+        self._index_tmp = temporary_name(self.out_dir / INDEX_DIR / f"{task}.parquet")
         self._records: list[tuple[EncodedRecord, str, str, list[str]]] = []
         self._cells = 0
         self.bytes_written = 0
@@ -227,10 +228,28 @@ class TaskWriter:
         f.close()
         self._file = None
         k = len(self._done)
-        for i, (r, key, sha, aliases) in enumerate(self._records):
-            self._rows.append((k, i, r.name, r.source, key, sha, r.n_seq, r.n_res, r.hash, hash_key(r.hash), aliases))
+        self._write_index_rows(shard_name(self.task, k))
         self._done.append(self._tmp_path)
         self._records, self._cells = [], 0
+
+    def _write_index_rows(self, name: str) -> None:
+        """Appends the index rows of the shard just finished to the task's index part (under its temporary
+        name): the writer holds the rows of one shard at a time, however many records the task has."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [(name, i, r.name, r.source, key, sha, r.n_seq, r.n_res, r.hash, hash_key(r.hash), aliases)
+                for i, (r, key, sha, aliases) in enumerate(self._records)]  # fmt: skip
+        columns = {c: [row[j] for row in rows] for j, c in enumerate(INDEX_COLUMNS)}
+        if self._index_writer is None:
+            self._index_tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._index_writer = pq.ParquetWriter(self._index_tmp, index_schema(), compression="zstd")
+        self._index_writer.write_table(pa.table(columns, schema=index_schema()))
+
+    def _close_index(self) -> None:
+        if self._index_writer is not None:
+            self._index_writer.close()
+            self._index_writer = None
 
     # -- committing ------------------------------------------------------------------------------
     def commit(self, inputs: list[InputRow]) -> list[str]:
@@ -246,9 +265,12 @@ class TaskWriter:
             os.replace(tmp, final)
             self.bytes_written += final.stat().st_size
             names.append(final.name)
-        rows = [(names[k], *rest) for k, *rest in self._rows]
-        index = {c: [row[i] for row in rows] for i, c in enumerate(INDEX_COLUMNS)}
-        write_parquet(self.out_dir / INDEX_DIR / f"{self.task}.parquet", index, index_schema())
+        index_part = self.out_dir / INDEX_DIR / f"{self.task}.parquet"
+        if self._index_writer is None:  # no record at all: an empty part
+            write_parquet(index_part, {c: [] for c in INDEX_COLUMNS}, index_schema())
+        else:
+            self._close_index()
+            os.replace(self._index_tmp, index_part)
         for path in self.out_dir.glob(f"msa-{self.task}-*.h5"):  # shards of an earlier, longer run of this task
             if path.name not in names and task_of_shard(path.name) == self.task:
                 path.unlink()
@@ -267,4 +289,8 @@ class TaskWriter:
                 self._tmp_path.unlink(missing_ok=True)
         for tmp in self._done:
             tmp.unlink(missing_ok=True)
-        self._done, self._records, self._rows = [], [], []
+        try:
+            self._close_index()
+        finally:
+            self._index_tmp.unlink(missing_ok=True)
+        self._done, self._records = [], []

@@ -77,21 +77,24 @@ def layout_problem(path: Path, arrays: dict, tokens_size: int, deletions_size: i
     return None
 
 
-def _index_part(directory: Path, task: str):
+def _hash_bytes(column) -> np.ndarray:
+    """The index's hex content hashes as a numpy ``S64`` array (zero-copy when every one is 64 characters)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    part = directory / INDEX_DIR / f"{task}.parquet"
-    try:
-        return pq.read_table(part, columns=["shard", "record", "name", "n_seq", "n_res", "hash"]), None
-    except FileNotFoundError:
-        return None, f"{part}: index part is missing"
-    except (OSError, pa.ArrowException) as exc:
-        return None, f"{part}: damaged index part ({' '.join(str(exc).split())[:160]})"
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    if n and array.null_count == 0:
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=n + 1, offset=array.offset * 4)
+        if offsets[-1] - offsets[0] == 64 * n and np.all(np.diff(offsets) == 64):
+            data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+            return data.view("S64")
+    return np.array([h if h is not None else "" for h in array.to_pylist()], dtype="S64")
 
 
-def _check_shard_records(path: Path, rows: dict, content: bool) -> tuple[str | None, int]:
-    """Checks one shard against the index rows that name it; returns (problem, records whose hash matched)."""
+def _check_shard_records(path: Path, rows: dict, content: bool, name_of) -> tuple[str | None, int]:
+    """Checks one shard against the index rows that name it (numpy arrays ``record``, ``n_seq``, ``n_res``,
+    ``hash``; ``name_of(k)`` the name of row ``k``, read only for a message); returns (problem, records whose
+    content hash was recomputed and matched)."""
     import h5py
 
     from msaformer.data.msa import content_hash
@@ -101,8 +104,8 @@ def _check_shard_records(path: Path, rows: dict, content: bool) -> tuple[str | N
         n_records = check_shard(path)
     except ShardError as exc:
         return str(exc), 0
-    verified = 0
-    r = -1
+    verified, r = 0, -1
+    records = rows["record"]
     try:
         with h5py.File(path, "r") as f:
             g = f["records"]
@@ -114,24 +117,28 @@ def _check_shard_records(path: Path, rows: dict, content: bool) -> tuple[str | N
                 return problem, 0
             if len(stored) != n_records:
                 return f"{path}: damaged record table (hash holds {len(stored)} entries, not {n_records})", 0
-            records = rows["record"]
             if len(records) and (records.min() < 0 or records.max() >= n_records):
                 bad = int(records[(records < 0) | (records >= n_records)][0])
                 return f"{path}: the index lists record {bad}, the shard holds {n_records}", 0
-            for k, r in enumerate(records.tolist()):
-                name = rows["name"][k]
-                if int(arrays["n_seq"][r]) != rows["n_seq"][k] or int(arrays["n_res"][r]) != rows["n_res"][k]:
-                    return (f"{path}: record {r} ({name}): the index says {rows['n_seq'][k]} x {rows['n_res'][k]}, "
-                            f"the shard {int(arrays['n_seq'][r])} x {int(arrays['n_res'][r])}"), verified
-                if stored[r].decode("ascii", "replace") != rows["hash"][k]:
-                    return f"{path}: record {r} ({name}): the index and the shard disagree on its content hash", verified
-                if content:
+            shape = (arrays["n_seq"][records] != rows["n_seq"]) | (arrays["n_res"][records] != rows["n_res"])
+            if shape.any():
+                k = int(np.argmax(shape))
+                r = int(records[k])
+                return (f"{path}: record {r} ({name_of(k)}): the index says {int(rows['n_seq'][k])} x "
+                        f"{int(rows['n_res'][k])}, the shard {int(arrays['n_seq'][r])} x {int(arrays['n_res'][r])}"), 0
+            differ = stored.astype("S64")[records] != rows["hash"]
+            if differ.any():
+                k = int(np.argmax(differ))
+                return f"{path}: record {int(records[k])} ({name_of(k)}): the index and the shard disagree on its " \
+                    "content hash", 0  # fmt: skip
+            if content:
+                for k, r in enumerate(records.tolist()):
                     start = int(arrays["offset"][r])
                     depth, width = int(arrays["n_seq"][r]), int(arrays["n_res"][r])
                     tokens = f["tokens"][start : start + depth * width].reshape(depth, width)
                     f["deletions"][start : start + depth * width]  # read: deflate's checksum covers it
-                    if content_hash(tokens) != rows["hash"][k]:
-                        return f"{path}: record {r} ({name}): content hash mismatch (its data is damaged)", verified
+                    if content_hash(tokens).encode("ascii") != rows["hash"][k]:
+                        return f"{path}: record {r} ({name_of(k)}): content hash mismatch (its data is damaged)", verified
                     verified += 1
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         where = f"record {r}: " if r >= 0 else ""
@@ -142,31 +149,53 @@ def _check_shard_records(path: Path, rows: dict, content: bool) -> tuple[str | N
 
 def verify_task(directory: str | os.PathLike, task: str, *, content: bool = True) -> tuple[str | None, int, int, int]:
     """Checks one committed task's index part and shards; returns ``(first problem or None, shards, records,
-    records verified)``."""
+    records verified)``. Reads the index part one row group at a time (a group per shard as written), holding
+    numeric columns and 64-byte hashes only, never a Python object per record."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     directory = Path(directory)
-    table, problem = _index_part(directory, task)
-    if problem:
-        return problem, 0, 0, 0
-    columns = {c: table.column(c).to_pylist() for c in ("shard", "name", "hash")}
-    numeric = {c: table.column(c).to_numpy().astype(np.int64) for c in ("record", "n_seq", "n_res")}
-    names = columns["shard"]
-    order: dict[str, list[int]] = {}
-    for k, name in enumerate(names):
-        order.setdefault(name, []).append(k)
-    verified = 0
-    for name, rows_of in order.items():
-        if not is_shard_name(name) or task_of_shard(name) != task:  # never a path: nothing outside is opened
-            return f"{directory / INDEX_DIR / (task + '.parquet')}: the index names {name!r}, not a shard of this task", \
-                len(order), len(names), verified  # fmt: skip
-        sel = np.asarray(rows_of)
-        rows = {"record": numeric["record"][sel], "n_seq": numeric["n_seq"][sel].tolist(),
-                "n_res": numeric["n_res"][sel].tolist(), "name": [columns["name"][k] for k in rows_of],
-                "hash": [columns["hash"][k] for k in rows_of]}  # fmt: skip
-        problem, ok = _check_shard_records(directory / name, rows, content)
-        verified += ok
-        if problem:
-            return problem, len(order), len(names), verified
-    return None, len(order), len(names), verified
+    part = directory / INDEX_DIR / f"{task}.parquet"
+    shards: set[str] = set()
+    records = verified = 0
+
+    def damaged(exc: Exception) -> str:
+        if isinstance(exc, FileNotFoundError):
+            return f"{part}: index part is missing"
+        return f"{part}: damaged index part ({' '.join(str(exc).split())[:160]})"
+
+    try:
+        parquet = pq.ParquetFile(part)
+        groups = parquet.num_row_groups
+    except (OSError, pa.ArrowException) as exc:
+        return damaged(exc), 0, 0, 0
+    for group in range(groups):
+        try:
+            table = parquet.read_row_group(group, columns=["shard", "record", "n_seq", "n_res", "hash"])
+        except (OSError, pa.ArrowException) as exc:
+            return damaged(exc), len(shards), records, verified
+        coded = table.column("shard").combine_chunks().dictionary_encode()
+        which = coded.indices.to_numpy(zero_copy_only=False)
+        numeric = {c: table.column(c).to_numpy().astype(np.int64) for c in ("record", "n_seq", "n_res")}
+        hashes = _hash_bytes(table.column("hash"))
+        for code, name in enumerate(coded.dictionary.to_pylist()):
+            if not is_shard_name(name) or task_of_shard(name) != task:  # never a path: nothing outside is opened
+                return f"{part}: the index names {name!r}, not a shard of this task", len(shards), records, verified
+            sel = np.flatnonzero(which == code)
+            rows = {c: v[sel] for c, v in numeric.items()}
+            rows["hash"] = hashes[sel]
+
+            def name_of(k: int, group=group, sel=sel) -> str:
+                return str(parquet.read_row_group(group, columns=["name"]).column("name")[int(sel[k])])
+
+            problem, ok = _check_shard_records(directory / name, rows, content, name_of)
+            shards.add(name)
+            records += len(sel)
+            verified += ok
+            if problem:
+                return problem, len(shards), records, verified
+        del table, coded, which, numeric, hashes
+    return None, len(shards), records, verified
 
 
 def count_records(directory: str | os.PathLike) -> int:
