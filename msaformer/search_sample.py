@@ -4,7 +4,7 @@
 (substitutions and short insertions / deletions) into a target FASTA among unrelated random decoys, and one
 more mutated copy per family, absent from the targets, into a query FASTA, plus one query from no family.
 A search of the queries against the targets should find exactly each query's family. Used by the tests, the
-README tour and ``tools/bench_search.py``; real sequences are in :func:`msaformer.search.sample_database`.
+README tour and ``tools/bench_search.py``; real sequences are in :func:`msaformer.infer.search.sample_database`.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def distributed_ranks(*values):
 
 
 def test_search_under_torchrun_shares_the_queries(tmp_path):
-    from msaformer.search import read_fasta
+    from msaformer.infer.search import read_fasta
     from msaformer.search_sample import write_planted
 
     planted = write_planted(tmp_path / "p", families=3, members=4, decoys=60, seed=5)

@@ -1,4 +1,5 @@
-"""The package's layers hold: data < model < train / infer < cli, and the model knows nothing of how it is run."""
+"""The package's layers hold: data < model < train / infer < contacts < cli, and the model knows nothing of how it
+is run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ ALLOWED = {
     "model": {"data", "model"},
     "train": {"data", "model", "train"},
     "infer": {"data", "model", "infer"},
-    "cli": {"data", "model", "train", "infer", "cli"},
+    "contacts": {"data", "model", "infer", "contacts"},  # contact checks: structures, baselines, head fitting
+    "cli": {"data", "model", "train", "infer", "contacts", "cli"},
 }
 LAYERS = set(ALLOWED)
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from msaformer.cli.main import app
 from msaformer.data import read_alignments
 from msaformer.errors import MsaformerError
-from msaformer.search import SearchOptions, neff, read_fasta, sample_database, search, to_a3m_rows
+from msaformer.infer.search import SearchOptions, neff, read_fasta, sample_database, search, to_a3m_rows
 from msaformer.search_sample import write_planted
 
 runner = CliRunner()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """``msaformer search`` (pyhmmer's jackhmmer) beside HMMER's own ``jackhmmer`` program, same inputs and settings.
 
-100 queries (every 21st protein of the sample proteome pyhmmer ships, see ``msaformer.search.sample_database``)
+100 queries (every 21st protein of the sample proteome pyhmmer ships, see ``msaformer.infer.search.sample_database``)
 are searched against that proteome (2,100 proteins) by both, with ``-N 3 -E 10 --incE 0.001`` and 2 threads;
 prints queries/s (medians of repeats) and how far the included hit lists agree.
 
@@ -39,7 +39,7 @@ def jackhmmer_hits(tblout: Path, inc_e: float) -> dict[str, set[str]]:
 
 
 def main(argv=None) -> int:
-    from msaformer.search import SearchOptions, read_fasta, sample_database, search
+    from msaformer.infer.search import SearchOptions, read_fasta, sample_database, search
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=100)

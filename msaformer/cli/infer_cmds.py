@@ -187,7 +187,7 @@ def _alignment_inputs(inputs, out: Path, db, single_sequence: bool, msa_dir, pro
         if msa_dir is not None:
             raise MsaformerError("--msa-dir is only used with --db or --single-sequence")
         return list(inputs)
-    from msaformer.search import sequence_inputs
+    from msaformer.infer.search import sequence_inputs
 
     if msa_dir is None:
         stem = out.with_suffix("") if out.suffix else out

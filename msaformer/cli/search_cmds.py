@@ -1,5 +1,5 @@
 """``msaformer search QUERIES.fasta --db TARGETS.fasta[.gz] --out DIR``: MSAs for new sequences (thin wrapper over
-:mod:`msaformer.search`)."""
+:mod:`msaformer.infer.search`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def search_cmd(
 ) -> None:
     """Iterative jackhmmer search (pyhmmer, HMMER3) of each query against a FASTA database: one A3M per query."""
     from msaformer.errors import MsaformerError
-    from msaformer.search import SearchOptions, search_command
+    from msaformer.infer.search import SearchOptions, search_command
 
     if db is None:
         raise MsaformerError("--db TARGETS.fasta is required (or --db sample for the proteome pyhmmer ships)")
