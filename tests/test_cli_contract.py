@@ -39,7 +39,8 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 def test_every_command_is_listed():
     names = {" ".join(c) for c in COMMANDS}
     assert {"demo", "preprocess", "inspect", "verify", "export", "convert-esm", "train", "export-weights", "embed",
-            "contacts", "score-variants", "promoter", "promoter train", "promoter predict", "promoter explain",
+            "contacts", "contacts predict", "contacts evaluate", "contacts fit", "evaluate", "search", "score-variants",
+            "promoter", "promoter train", "promoter predict", "promoter explain",
             "promoter evaluate"} <= names  # fmt: skip
 
 
