@@ -17,7 +17,8 @@ TATA = PROMOTER / "gue_prom_core_tata"
 def test_shipped_configs_load():
     demo = load_train_config(ROOT / "configs" / "promoter" / "demo.yaml")
     assert demo.data.train.endswith("runs/demo/promoter/train.csv")  # written by `msaformer demo runs/demo`
-    for name in ("tiny", "gue_prom_core", "gue_prom_core_small", "gue_prom_core_mean", "gue_prom_core_tata"):
+    for name in ("tiny", "gue_prom_core", "gue_prom_core_small", "gue_prom_core_mean", "gue_prom_core_tata",
+                 "gue_prom_core_notata"):
         cfg = load_train_config(ROOT / "configs" / "promoter" / f"{name}.yaml")
         assert Path(cfg.data.train).is_file() or not PROMOTER.is_dir()
         assert cfg.model.max_length == 70
