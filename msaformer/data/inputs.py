@@ -20,6 +20,7 @@ record) at a time, in order. A file that cannot be read is not an exception ther
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -181,13 +182,14 @@ def _split_location(text: str, path: str) -> tuple[str, str]:
     return path, text
 
 
-def _iter_shard_dir(path: Path) -> Iterator[tuple[str, str, Msa | None, str | None]]:
+def _iter_shard_dir(path: Path, positions=None) -> Iterator[tuple[str, str, Msa | None, str | None]]:
+    """The records of a shard directory (only those at ``positions``, in order, when given)."""
     from msaformer.data import ShardReader
 
     reader = ShardReader(path)
     try:
         index = reader.index
-        for i in range(len(reader)):
+        for i in range(len(reader)) if positions is None else sorted(positions):
             row = index.iloc[i]
             name = str(row.get("name", "") or f"record{i}")
             where = f"{path}/{row.get('shard', '?')}[{row.get('record', i)}]"
@@ -432,20 +434,32 @@ def _iter_database(path: Path) -> Iterator[tuple[str, str, Msa | None, str | Non
         close_handles(handles)
 
 
+def source_records(source: InputSource, positions=None) -> Iterator[tuple[int, str, str, Msa | None, str | None]]:
+    """Yields ``(position, name, where, msa or None, error or None)`` for the alignments of one input source, as
+    :func:`iter_inputs` names them; with ``positions`` (a set) only those (a shard directory then reads only
+    those records)."""
+    path = source.path
+    if source.kind == "shards":
+        order = sorted(positions) if positions is not None else itertools.count()
+        for i, record in zip(order, _iter_shard_dir(path, positions)):
+            yield (i, *record)
+        return
+    if source.kind == "database":
+        records = _iter_database(path)
+    else:
+        records = _read_file(path)
+        if source.record:
+            records = ((source.record + name[len(display_name(path)):], *rest) for name, *rest in records)
+    for i, record in enumerate(records):
+        if positions is None or i in positions:
+            yield (i, *record)
+
+
 def iter_inputs(inputs: Sequence[str | Path], *, exclude: str | os.PathLike | None = None) -> Iterator[InputItem]:
     """Yields every alignment of the inputs, in order, one file (shard record, database entry) at a time."""
     ordinal = 0
     for source in iter_sources(inputs, exclude=exclude):
-        path = source.path
-        if source.kind == "shards":
-            records = _iter_shard_dir(path)
-        elif source.kind == "database":
-            records = _iter_database(path)
-        else:
-            records = _read_file(path)
-            if source.record:
-                records = [(source.record + name[len(display_name(path)):], *rest) for name, *rest in records]
-        for name, where, msa, error in records:
+        for _, name, where, msa, error in source_records(source):
             yield InputItem(ordinal, name, where, msa, error)
             ordinal += 1
 

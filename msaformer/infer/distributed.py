@@ -182,47 +182,18 @@ class ProcessGroup:
 def source_records(source) -> Iterator[tuple]:
     """Yields ``(name, source, msa, error)`` for every alignment of one input source, as
     :func:`msaformer.data.inputs.iter_inputs` does for it."""
-    from msaformer.data import inputs
+    from msaformer.data.inputs import source_records as records_of
 
-    path = source.path
-    if source.kind == "shards":
-        yield from inputs._iter_shard_dir(path)
-    elif source.kind == "database":
-        yield from inputs._iter_database(path)
-    else:
-        base = inputs.display_name(path)
-        for name, *rest in inputs._read_file(path):
-            yield ((source.record + name[len(base):]) if source.record else name, *rest)
+    for _, *record in records_of(source):
+        yield tuple(record)
 
 
 def selected_records(source, wanted: set[int]) -> Iterator[tuple]:
     """Yields ``(position, name, source, msa, error)`` for the alignments of ``source`` at ``wanted`` positions;
-    a shard directory reads only those records (:func:`source_records` reads the whole source otherwise)."""
-    if source.kind != "shards":
-        for position, record in enumerate(source_records(source)):
-            if position in wanted:
-                yield (position, *record)
-        return
-    from msaformer.data import ShardReader
-    from msaformer.data.inputs import _one_line
+    a shard directory reads only those records."""
+    from msaformer.data.inputs import source_records as records_of
 
-    reader = ShardReader(source.path)
-    try:
-        index = reader.index
-        for i in sorted(wanted):  # as msaformer.data.inputs._iter_shard_dir names them
-            row = index.iloc[i]
-            name = str(row.get("name", "") or f"record{i}")
-            where = f"{source.path}/{row.get('shard', '?')}[{row.get('record', i)}]"
-            original = row.get("source", "")
-            where = f"{original} ({where})" if isinstance(original, str) and original else where
-            try:
-                msa = reader[i]
-            except MsaformerError as exc:
-                yield i, name, where, None, _one_line(exc, str(source.path))
-                continue
-            yield i, name, where, msa, None
-    finally:
-        reader.close()
+    yield from records_of(source, wanted)
 
 
 @dataclass
