@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures the trunk, training and inference issues ask for, as one prepared run of about 9 minutes
-# on one H100 / H200, most important first (each step has its own time limit, so a slow one cannot starve
+# The GPU figures the trunk, training and inference issues ask for, as one prepared run of at most 9.5 minutes
+# (560 s of step limits) on one H100 / H200, most important first (each step has its own time limit, so a slow one cannot starve
 # the rest). Results: markdown tables and logs under $OUT (at most 8 files).
 #
 # Before the device call, once per checkout:  bash ../shared/tools/device-wheels.sh   (wheels into .whl/)
@@ -39,25 +39,25 @@ step() {  # step NAME SECONDS COMMAND...: its stdout (a markdown table) goes to 
 
 B=("$PY" tools/bench_trunk.py --device "$DEVICE" --preset "$PRESET" --steps 10 --warmup 3)
 # 1. Training speed vs fair-esm (target >= 3x tokens/s) and checkpointing (<= 9 GiB at 1x512x128, <= 30% slower).
-step trunk_train 140 "${B[@]}" --cases "$TRAIN_CASES"
-step trunk_ckpt 90 "${B[@]}" --cases "$CKPT_CASE" --impls msaformer,msaformer_ckpt
+step trunk_train 110 "${B[@]}" --cases "$TRAIN_CASES"
+step trunk_ckpt 60 "${B[@]}" --cases "$CKPT_CASE" --impls msaformer,msaformer_ckpt
 # 2. Inference speed and memory vs fair-esm at 1x1024x256 (>= 2x at <= 1/4 memory); contacts at 1x1024x1023.
-step trunk_infer 140 "${B[@]}" --cases "$INFER_CASES"
+step trunk_infer 110 "${B[@]}" --cases "$INFER_CASES"
 # 3. What torch.compile of each layer buys (compiles once per process).
-step trunk_compile 120 "${B[@]}" --cases "${TRAIN_CASES%%,*},${INFER_CASES%%,*}" --impls msaformer_compile
+step trunk_compile 70 "${B[@]}" --cases "${TRAIN_CASES%%,*},${INFER_CASES%%,*}" --impls msaformer_compile
 # 4. Full training loop (loader + DeepSpeed ZeRO-2, bf16) vs the raw trunk (target >= 90%).
-step train_loop 100 "$PY" tools/bench_train.py loop --device "$DEVICE" --preset "$PRESET" --shape "$LOOP_SHAPE" \
+step train_loop 70 "$PY" tools/bench_train.py loop --device "$DEVICE" --preset "$PRESET" --shape "$LOOP_SHAPE" \
     --steps 30 --loop-workers 2
 # 5. Potts (GREMLIN-style pseudo-likelihood) and MI contact fits on the shipped structure pairs (issue 15):
 #    seconds per protein on the GPU, first 1,000 rows and every row; needs ../shared/datasets/structures.
 if [ -f ../shared/datasets/structures/pairs.tsv ]; then
-    step contacts_potts 150 "$PY" tools/bench_contacts.py --methods mi,potts --rows 1000,0 --device "$DEVICE"
+    step contacts_potts 70 "$PY" tools/bench_contacts.py --methods mi,potts --rows 1000,0 --device "$DEVICE"
 else
     echo "== contacts_potts: skipped (no ../shared/datasets/structures/pairs.tsv)" | tee -a "$LOG"
 fi
-# 5. Multi-process inference (issue 12): 1 process vs one per GPU (two on a single GPU), outputs identical.
+# 6. Multi-process inference (issue 12): 1 process vs one per GPU (two on a single GPU), outputs identical.
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 2 ] || NGPU=2
-step infer_multi 150 "$PY" tools/bench_infer_scaling.py --device "$DEVICE" --preset "$PRESET" --layers 0 \
+step infer_multi 70 "$PY" tools/bench_infer_scaling.py --device "$DEVICE" --preset "$PRESET" --layers 0 \
     --procs "1,$NGPU" --threads "${MULTI_THREADS:-4}" --msas "${MULTI_MSAS:-256}" --rows 64 --length 256 --repeats 1
 # The memory estimates for the same cases need no GPU: python tools/estimate_memory.py (BENCHMARKS.md).
 ls -la "$OUT"
