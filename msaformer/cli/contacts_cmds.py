@@ -15,7 +15,16 @@ from typing import Optional
 import typer
 
 from msaformer.cli._app import MsaformerSubGroup, command, console, new_app, progress_bar
-from msaformer.cli.infer_cmds import ContactMethod, Device, Dtype, Subsample, _terminate_cleanly
+from msaformer.cli.infer_cmds import (
+    ContactMethod,
+    Device,
+    Dtype,
+    Subsample,
+    _device_opt,
+    _dtype_opt,
+    _subsample_opt,
+    _terminate_cleanly,
+)
 
 _PAIRS_HELP = ("CSV/TSV with name, msa and structure + chain (PDB/mmCIF, .gz too) or truth (contact list i,j); "
                "optional block; paths relative to it.")
@@ -58,11 +67,11 @@ def evaluate_cmd(
         None, "--max-seqs", show_default=False,
         help="Rows kept per MSA, query included (default: 256 for a model, every row for potts/mi); 0 = all.",
     ),  # fmt: skip
-    subsample_mode: Subsample = typer.Option(Subsample.first, "--subsample", help="How rows are chosen."),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = typer.Option(0, help="Seed of --subsample random."),
     potts_iterations: int = typer.Option(100, "--potts-iterations", help="L-BFGS iterations of --method potts."),
     min_identity: float = typer.Option(0.9, "--min-identity", help="Least identity of the chain-to-query mapping."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when visible, else CPU."),
+    device: Device = _device_opt(),
     dtype: Dtype = typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU (--method model)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -91,11 +100,11 @@ def fit_cmd(
     max_seqs: Optional[int] = typer.Option(
         None, "--max-seqs", show_default=False, help="Rows kept per MSA, query included (default 256); 0 = all."
     ),
-    subsample_mode: Subsample = typer.Option(Subsample.first, "--subsample", help="How rows are chosen."),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = typer.Option(0, help="Seed of --subsample random."),
     min_identity: float = typer.Option(0.9, "--min-identity", help="Least identity of the chain-to-query mapping."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when visible, else CPU."),
-    dtype: Dtype = typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    device: Device = _device_opt(),
+    dtype: Dtype = _dtype_opt(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fit a model's contact head on structures (L1 logistic regression on row attentions, as ESM did)."""

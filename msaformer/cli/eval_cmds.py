@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 
 from msaformer.cli._app import command, console, progress_bar
-from msaformer.cli.infer_cmds import _INPUTS_HELP, Device, Dtype, OnError, Subsample, _terminate_cleanly
+from msaformer.cli.infer_cmds import (
+    _INPUTS_HELP,
+    Device,
+    Dtype,
+    OnError,
+    Subsample,
+    _device_opt,
+    _dtype_opt,
+    _subsample_opt,
+    _terminate_cleanly,
+)
 
 
 def evaluate_cmd(
@@ -20,11 +30,11 @@ def evaluate_cmd(
         None, "--max-seqs", show_default=False,
         help="Rows kept per MSA, query included (default: 256, or the model's max_rows if fewer); 0 = all.",
     ),  # fmt: skip
-    subsample_mode: Subsample = typer.Option(Subsample.first, "--subsample", help="How rows are chosen."),
+    subsample_mode: Subsample = _subsample_opt(),
     seed: int = typer.Option(0, help="Seed of the masking (and of --subsample random)."),
     toks_per_batch: int = typer.Option(2**16, "--toks-per-batch", help="Chunking budget of large MSAs (tokens)."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when visible, else CPU."),
-    dtype: Dtype = typer.Option(Dtype.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    device: Device = _device_opt(),
+    dtype: Dtype = _dtype_opt(),
     on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at an unusable MSA; skip: go on."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
