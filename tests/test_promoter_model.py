@@ -35,6 +35,8 @@ def _random_seqs(n, lo, hi, seed=0):
         dict(positional="sinusoidal", conv_stem=7),
         dict(positional="rotary", embed_dim=28, num_heads=2, conv_stem=5),
         dict(positional="learned", conv_stem=9, pooling="mean"),
+        dict(positional="learned", conv_stem=5, conv_layers=2, pooling="mean"),
+        dict(positional="rotary", embed_dim=28, num_heads=2, conv_stem=3, conv_layers=1),
     ],
 )
 def test_prediction_alone_equals_prediction_in_padded_batch(kw):
@@ -55,7 +57,7 @@ def test_prediction_alone_equals_prediction_in_padded_batch(kw):
 
 def test_padding_never_influences_real_tokens():
     """Changing what sits in padded positions' embeddings must not change the output."""
-    model = _model(conv_stem=5)
+    model = _model(conv_stem=5, conv_layers=2)
     batch = torch.from_numpy(collate([encode("ACGTTGCA"), encode("AC")]))
     with torch.no_grad():
         before = model(batch)["logits"]
@@ -150,6 +152,8 @@ def test_bad_model_config_is_a_clear_error():
         from_dict(PromoterModelConfig, {"positional": "alibi"})
     with pytest.raises(ConfigError, match="conv_stem"):
         from_dict(PromoterModelConfig, {"conv_stem": 4})
+    with pytest.raises(ConfigError, match="conv_layers needs a conv_stem"):
+        from_dict(PromoterModelConfig, {"conv_layers": 2})
 
 
 def test_mean_pooling_rollout_averages_nucleotide_rows():

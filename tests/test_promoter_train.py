@@ -76,3 +76,55 @@ def test_micro_run_is_reproducible_and_writes_its_reports(tmp_path):
     assert max(float(r["dev_mcc"]) for r in dev_evals) == pytest.approx(a["dev"]["mcc"], abs=1e-9)
     _micro(tmp_path, "c", seed=4)
     assert (tmp_path / "c" / "test_predictions.csv").read_text() != preds_a
+
+
+@needs_shared
+def test_threads_setting_holds_during_training(tmp_path, monkeypatch):
+    """`threads: 1` must survive the engine's own per-rank default (two runs side by side on a 2-core CPU ran
+    5-10x slower when each silently used both cores)."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _micro(tmp_path, "a")  # threads=1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_shared
+def test_ensemble_run_trains_members_resumes_and_saves_one_model(tmp_path):
+    from msaformer.infer.promoter import evaluate_file
+    from msaformer.model.promoter import PromoterEnsemble, load_promoter_model
+
+    overrides = [
+        f"data.train={TATA / 'train.csv'}", f"data.dev={TATA / 'dev.csv'}", f"data.test={TATA / 'test.csv'}",
+        "data.max_train_records=301", "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10",
+        "model.num_layers=1", "model.conv_stem=5", "model.conv_layers=1", "optim.epochs=1", "optim.batch_size=37",
+        "optim.warmup_steps=2", "optim.tune_threshold=true", "seed=1", "ensemble=2", "threads=1",
+        f"out_dir={tmp_path / 'ens'}",
+    ]
+    res = train_promoter(load_train_config(None, overrides))
+    run = tmp_path / "ens"
+    member_seeds = []
+    for i in range(2):
+        meta = load_promoter_model(run / f"member-{i}" / "model.pt")[1]
+        member_seeds.append(meta["seed"])
+    assert member_seeds == [2, 3]  # seed 1 of an ensemble of 2: members 2 and 3 (disjoint from seed 0's)
+    model, meta = load_promoter_model(run / "model.pt")
+    assert isinstance(model, PromoterEnsemble) and len(model.members) == 2
+    assert meta["threshold"] == res["threshold"] and meta["member_seeds"] == [2, 3]
+    # The ensemble file scores exactly as its two member files passed together at the ensemble's threshold.
+    one = evaluate_file(TATA / "test.csv", [run / "model.pt"], tmp_path / "e1")
+    two = evaluate_file(TATA / "test.csv", [run / f"member-{i}" / "model.pt" for i in range(2)], tmp_path / "e2",
+                        threshold=res["threshold"])
+    assert one["mcc"] == pytest.approx(res["test"]["mcc"]) == pytest.approx(two["mcc"])
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert rows[-1]["split"] == "test" and rows[-1]["weights"] == "ensemble of 2"
+    # Run again: finished members are kept, not retrained; the ensemble is the same.
+    stamp = (run / "member-0" / "model.pt").stat().st_mtime_ns
+    again = train_promoter(load_train_config(None, overrides))
+    assert (run / "member-0" / "model.pt").stat().st_mtime_ns == stamp
+    assert again["test"] == res["test"]

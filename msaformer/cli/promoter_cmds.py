@@ -43,7 +43,9 @@ def train_cmd(
         if m:
             console.print(f"{split}: MCC {m['mcc']:.4f}  F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  "
                           f"AUROC {m['auroc']:.4f}  (n={m['n']})", highlight=False)
-    console.print(f"model and reports in {res['run_dir']} (best epoch {res['best_epoch']})", highlight=False)
+    where = (f"{len(res['members'])} members averaged" if res.get("members") else f"best epoch {res['best_epoch']}")
+    console.print(f"model and reports in {res['run_dir']} ({where}, threshold {res.get('threshold', 0.5):.2f})",
+                  highlight=False)
 
 
 def predict_cmd(

@@ -41,6 +41,7 @@ class PromoterModelConfig:
     max_length: int = 70  # model window in nucleotides; longer inputs are scored with sliding windows
     conv_stem: int = 0  # kernel width of a k-mer-like convolution on one-hot nucleotides (odd); 0 = none
     pooling: str = "cls"  # "cls" (the <cls> representation) | "mean" (over real nucleotides)
+    conv_layers: int = 0  # residual convolution blocks (kernel conv_stem) between the stem and the attention
 
     def __post_init__(self):
         from msaformer.config import check, check_fields
@@ -57,6 +58,8 @@ class PromoterModelConfig:
               "positional rotary needs an even head dimension (embed_dim / num_heads)")
         check(self.conv_stem >= 0 and (self.conv_stem == 0 or self.conv_stem % 2 == 1),
               f"conv_stem must be 0 (none) or an odd kernel width, got {self.conv_stem}")
+        check(self.conv_layers >= 0, f"conv_layers must be >= 0, got {self.conv_layers}")
+        check(not self.conv_layers or self.conv_stem, "conv_layers needs a conv_stem (their kernel width)")
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -108,6 +111,22 @@ class EncoderLayer(nn.Module):
         return x, attn
 
 
+class ConvBlock(nn.Module):
+    """Pre-LN residual convolution over the nucleotides: ``x + conv(LN(x))``, with ``<cls>`` and ``<pad>``
+    zeroed on the way in and left unchanged on the way out (so padding never changes a prediction)."""
+
+    def __init__(self, cfg: PromoterModelConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.conv = nn.Conv1d(cfg.embed_dim, cfg.embed_dim, cfg.conv_stem, padding=cfg.conv_stem // 2)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, nucleotide: torch.Tensor) -> torch.Tensor:
+        keep = nucleotide[..., None].to(x.dtype)  # (B, T, 1)
+        update = F.gelu(self.conv((self.norm(x) * keep).transpose(1, 2))).transpose(1, 2)  # (B, T, D)
+        return x + self.dropout(update) * keep
+
+
 class PromoterClassifier(nn.Module):
     """Binary promoter classifier; ``forward`` returns one logit per sequence (sigmoid = P(promoter))."""
 
@@ -124,6 +143,7 @@ class PromoterClassifier(nn.Module):
         elif cfg.positional == "sinusoidal":
             self.register_buffer("position_table", sinusoidal_table(cfg.max_length + 1, D), persistent=False)
         self.rotary = Rotary(D // cfg.num_heads) if cfg.positional == "rotary" else None
+        self.convs = nn.ModuleList(ConvBlock(cfg) for _ in range(cfg.conv_layers))
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(D)
         self.head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(D, 1))
@@ -171,9 +191,9 @@ class PromoterClassifier(nn.Module):
                 f"input of {T - 1} nucleotides exceeds the model window ({cfg.max_length}); use sliding windows"
             )
         pad = tokens.eq(PAD_IDX)  # (B, T)
+        nucleotide = ~pad & tokens.ne(CLS_IDX)  # (B, T)
         x = self.embed_tokens(tokens)  # (B, T, D)
         if self.stem is not None:
-            nucleotide = ~pad & tokens.ne(CLS_IDX)  # (B, T)
             onehot = F.one_hot(tokens, VOCAB_SIZE).to(x.dtype) * nucleotide[..., None]  # (B, T, V)
             local = F.gelu(self.stem(onehot.transpose(1, 2))).transpose(1, 2)  # (B, T, D)
             x = x + local * nucleotide[..., None]
@@ -181,6 +201,8 @@ class PromoterClassifier(nn.Module):
             x = x + self.embed_positions.weight[:T]
         elif cfg.positional == "sinusoidal":
             x = x + self.position_table[:T].to(x.dtype)
+        for conv in self.convs:
+            x = conv(x, nucleotide)  # (B, T, D)
         qk_transform = None
         if self.rotary is not None:
             cos, sin = self.rotary.tables(T, x.device, x.dtype)
@@ -198,23 +220,44 @@ class PromoterClassifier(nn.Module):
         return self.final_norm(x), attentions
 
 
-def save_promoter_model(model: PromoterClassifier, path: str | Path, metadata: dict | None = None) -> Path:
-    """Writes the model (config + weights + plain metadata) to ``path`` atomically; returns the path."""
+MAX_ENSEMBLE = 64  # members one model file may declare (bounds what an untrusted file can make us build)
+
+
+def save_promoter_model(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
+    """Writes the model (config + weights + plain metadata) to ``path`` atomically; returns the path.
+
+    A :class:`PromoterEnsemble` of members with one config is written as one file (metadata ``ensemble``: the
+    number of members) that :func:`load_promoter_model` reads back as the ensemble."""
+    metadata = dict(metadata or {})
+    if isinstance(model, PromoterEnsemble):
+        configs = {m.config for m in model.members}
+        if len(configs) > 1:
+            raise ConfigError("one ensemble file holds members of one model config; save the members apart")
+        metadata["ensemble"] = len(model.members)
     return save_model_file(path, kind=FORMAT, version=FORMAT_VERSION, config=dataclasses.asdict(model.config),
                            state_dict=model.state_dict(), metadata=metadata)
 
 
-def load_promoter_model(path: str | Path, map_location: str = "cpu") -> tuple[PromoterClassifier, dict]:
-    """Returns ``(model in eval mode, metadata)`` from a file written by :func:`save_promoter_model`."""
+def load_promoter_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Returns ``(model in eval mode, metadata)`` from a file written by :func:`save_promoter_model`: a
+    :class:`PromoterClassifier`, or a :class:`PromoterEnsemble` where the file holds one."""
     payload = load_model_file(path, kind=FORMAT, versions=(FORMAT_VERSION,),
                               how_to_make="write one with `msaformer promoter train`")
     try:
         cfg = from_dict(PromoterModelConfig, payload["config"], "model")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model = PromoterClassifier(cfg)
+    meta = dict(payload["metadata"])
+    members = meta.get("ensemble", 0)
+    if members:
+        if type(members) is not int or not 2 <= members <= MAX_ENSEMBLE:
+            raise CheckpointError(f"{path}: metadata 'ensemble' must be a member count in 2..{MAX_ENSEMBLE}, "
+                                  f"got {members!r}")
+        model = PromoterEnsemble([PromoterClassifier(cfg) for _ in range(members)])
+    else:
+        model = PromoterClassifier(cfg)
     load_weights(model, payload["state_dict"], str(path))
-    return model.to(map_location).eval(), dict(payload["metadata"])
+    return model.to(map_location).eval(), meta
 
 
 def load_encoder_weights(model: PromoterClassifier, path: str | Path) -> dict:
@@ -222,6 +265,8 @@ def load_encoder_weights(model: PromoterClassifier, path: str | Path) -> dict:
     pre-training run, or any ``model.pt``) into ``model``; the two model configs must be equal. Returns the
     file's metadata."""
     source, meta = load_promoter_model(path)
+    if isinstance(source, PromoterEnsemble):
+        raise ConfigError(f"{path} is an ensemble of {len(source.members)} models; start from one member's model.pt")
     if source.config != model.config:
         theirs, ours = dataclasses.asdict(source.config), dataclasses.asdict(model.config)
         diff = ", ".join(f"{k} {theirs[k]!r} vs {ours[k]!r}" for k in ours if theirs[k] != ours[k])
@@ -276,10 +321,11 @@ class PromoterEnsemble(nn.Module):
 
 
 def load_promoter_models(paths, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Returns ``(model, metadata)`` of one checkpoint path, or of several as a :class:`PromoterEnsemble`.
+    """Returns ``(model, metadata)`` of one checkpoint path, or of several as one :class:`PromoterEnsemble`
+    (ensemble files among them contribute all their members).
 
-    An ensemble's ``threshold`` is the mean of its members' stored thresholds; its metadata lists the
-    members under ``"members"``."""
+    Several files: the ``threshold`` is the mean of the files' stored thresholds; the metadata lists the files
+    under ``"members"``."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     paths = list(paths)
@@ -288,6 +334,9 @@ def load_promoter_models(paths, map_location: str = "cpu") -> tuple[nn.Module, d
     loaded = [load_promoter_model(p, map_location) for p in paths]
     if len(loaded) == 1:
         return loaded[0]
+    members = []
+    for model, _ in loaded:
+        members.extend(model.members if isinstance(model, PromoterEnsemble) else [model])
     meta = {"threshold": float(np.mean([float(m.get("threshold", 0.5)) for _, m in loaded])),
             "members": [str(p) for p in paths]}
-    return PromoterEnsemble([model for model, _ in loaded]).eval(), meta
+    return PromoterEnsemble(members).eval(), meta

@@ -22,7 +22,7 @@ import numpy as np
 from msaformer.config import apply_overrides, check, from_dict, load_yaml, resolve_relative
 from msaformer.errors import ConfigError
 from msaformer.files import write_csv, write_text
-from msaformer.model.promoter import PromoterModelConfig
+from msaformer.model.promoter import MAX_ENSEMBLE, PromoterModelConfig
 from msaformer.evaluation import binary_metrics, write_evaluation
 
 RESULT_COLUMNS = ("run", "seed", "split", "n", "mcc", "f1", "accuracy", "auroc", "best_epoch", "best_step",
@@ -94,6 +94,8 @@ class PromoterTrainConfig:
     optim: PromoterOptimConfig = field(default_factory=PromoterOptimConfig)
     pretrain: PromoterPretrainConfig = field(default_factory=PromoterPretrainConfig)
     init_from: str = ""  # encoder.pt / model.pt whose weights (all but the head) start the fine-tuning
+    ensemble: int = 1  # > 1: train this many members (seeds seed * ensemble + i, each a run in member-i/) and
+    #                    keep them as one model averaged in probability
     seed: int = 0
     out_dir: str = "runs/promoter"
     threads: int = 0  # torch intra-op threads; 0 = leave as is
@@ -109,6 +111,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         raise ConfigError("data needs train and dev files (data.train=..., data.dev=...)")
     files = {k: resolve_relative(v, path) if v else v for k, v in dataclasses.asdict(cfg.data).items()
              if k in ("train", "dev", "test")}
+    check(1 <= cfg.ensemble <= MAX_ENSEMBLE, f"ensemble must be in 1..{MAX_ENSEMBLE}, got {cfg.ensemble}")
     if cfg.init_from and cfg.pretrain.epochs:
         raise ConfigError("init_from and pretrain.epochs exclude each other: pre-train here or reuse an encoder")
     init_from = resolve_relative(cfg.init_from, path) if cfg.init_from else ""
@@ -141,7 +144,10 @@ def _load_split(path: str, max_length: int, what: str):
 
 
 def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> dict[str, Any]:
-    """Trains one model; returns ``{"dev": metrics, "test": metrics | None, "run_dir", "best_epoch", ...}``."""
+    """Trains one model (or, with ``ensemble`` > 1, its members and then the ensemble); returns
+    ``{"dev": metrics, "test": metrics | None, "run_dir", "best_epoch", ...}``."""
+    if cfg.ensemble > 1:
+        return train_ensemble(cfg, run_name=run_name)
     import torch
 
     from msaformer.files import AtomicDir
@@ -149,9 +155,9 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     from msaformer.train.distributed import init_distributed
     from msaformer.train.optim import build_ds_config, initialize
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     dist = init_distributed()
+    if cfg.threads:  # after init_distributed, which sets its own per-rank default (cores / local ranks)
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run_dir = Path(cfg.out_dir)
     run_name = run_name or run_dir.name
@@ -209,6 +215,91 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
         raise
     if folder is not None:
         folder.commit()
+    return results
+
+
+def member_config(cfg: PromoterTrainConfig, index: int) -> PromoterTrainConfig:
+    """The run config of member ``index`` of an ensemble run: seed ``seed * ensemble + index`` (so seeds 0, 1,
+    2 of a recipe use disjoint members), folder ``out_dir/member-index``."""
+    return dataclasses.replace(cfg, ensemble=1, seed=cfg.seed * cfg.ensemble + index,
+                               out_dir=str(Path(cfg.out_dir) / f"member-{index}"))
+
+
+def _finished(cfg: PromoterTrainConfig) -> bool:
+    """True when ``cfg.out_dir`` holds a finished run of exactly this config (its model.pt and results.csv)."""
+    folder = Path(cfg.out_dir)
+    try:
+        same = (folder / "config.yaml").read_text() == _to_yaml(cfg)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return same and (folder / "model.pt").is_file() and (folder / "results.csv").is_file()
+
+
+def train_ensemble(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> dict[str, Any]:
+    """Trains ``cfg.ensemble`` members one after the other (each an ordinary run in ``member-i/``; a member
+    already finished with the same config is kept, so an interrupted ensemble run resumes), then scores their
+    average in probability on dev and test, picks its threshold on dev (``tune_threshold``) and writes the
+    ensemble as one ``model.pt`` with ``results.csv`` and plots beside the member folders."""
+    import csv
+
+    from msaformer.model.promoter import PromoterEnsemble, load_promoter_model, promoter_probabilities, \
+        save_promoter_model
+    from msaformer.train.distributed import init_distributed
+
+    run_dir = Path(cfg.out_dir)
+    run_name = run_name or run_dir.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    members = [member_config(cfg, i) for i in range(cfg.ensemble)]
+    train_seconds = 0.0
+    for i, member in enumerate(members):
+        if _finished(member):
+            print(f"member {i + 1}/{cfg.ensemble} (seed {member.seed}): finished run kept in {member.out_dir}",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"member {i + 1}/{cfg.ensemble} (seed {member.seed})", file=sys.stderr, flush=True)
+            train_promoter(member, run_name=f"{run_name}/member-{i}")
+        rows = list(csv.DictReader(open(Path(member.out_dir) / "results.csv", newline="")))
+        train_seconds += float(rows[-1]["train_seconds"])
+    dist = init_distributed()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    if dist.rank != 0:
+        return {"run_dir": str(run_dir), "dev": None, "test": None, "best_epoch": 0, "weights": "ensemble",
+                "threshold": 0.5, "train_seconds": train_seconds}
+
+    ensemble = PromoterEnsemble([load_promoter_model(Path(m.out_dir) / "model.pt")[0] for m in members]).eval()
+    max_length = cfg.model.max_length
+    dev, dev_tokens = _load_split(cfg.data.dev, max_length, "dev")
+    test, test_tokens = _load_split(cfg.data.test, max_length, "test") if cfg.data.test else (None, None)
+    probs = {"dev": promoter_probabilities(ensemble, dev_tokens, batch_size=512)}
+    if test is not None:
+        probs["test"] = promoter_probabilities(ensemble, test_tokens, batch_size=512)
+    threshold = tune_threshold(dev.labels, probs["dev"]) if cfg.optim.tune_threshold else 0.5
+    weights = f"ensemble of {cfg.ensemble}"
+    results: dict[str, Any] = {"run_dir": str(run_dir), "best_epoch": 0, "weights": weights, "threshold": threshold,
+                               "train_seconds": train_seconds, "members": [m.out_dir for m in members], "test": None}
+    rows, main_rows = [], []
+    for split, data in (("dev", dev), ("test", test)):
+        if data is None:
+            continue
+        base = {"run": run_name, "seed": cfg.seed, "split": split, "best_epoch": 0, "best_step": 0,
+                "train_seconds": round(train_seconds, 1), "weights": weights}
+        if threshold != 0.5:
+            results[f"{split}_t0.5"] = binary_metrics(data.labels, probs[split], threshold=0.5)
+            rows.append({**base, "split": f"{split}_t0.5", **results[f"{split}_t0.5"], "threshold": 0.5})
+        results[split] = write_evaluation(data.labels, probs[split], run_dir, prefix="" if split == "test" else "dev_",
+                                          title=f"{run_name} {split}", threshold=threshold)
+        _write_predictions(run_dir / f"{split}_predictions.csv", data.ids, data.labels, probs[split])
+        main_rows.append({**base, **results[split], "threshold": threshold})
+    rows.extend(main_rows)
+    save_promoter_model(ensemble, run_dir / "model.pt", metadata={
+        "threshold": threshold, "seed": cfg.seed, "member_seeds": [m.seed for m in members],
+        "dev_mcc": results["dev"]["mcc"], "train_file": cfg.data.train,
+    })
+    write_text(run_dir / "config.yaml", _to_yaml(cfg))
+    write_csv(run_dir / "results.csv", RESULT_COLUMNS, ([row.get(c, "") for c in RESULT_COLUMNS] for row in rows))
     return results
 
 
@@ -512,9 +603,12 @@ def config_summary(cfg: PromoterTrainConfig) -> str:
     """Returns a one-line description of the model and optimisation settings."""
     m, o = cfg.model, cfg.optim
     return (f"{m.num_layers} layers x {m.embed_dim} ({m.num_heads} heads, ffn {m.ffn_dim}), {m.positional} "
-            f"positions, conv stem {m.conv_stem or 'none'}, {m.pooling} pooling; {o.epochs} epochs x batch "
+            f"positions, conv stem {m.conv_stem or 'none'}"
+            + (f" + {m.conv_layers} conv blocks" if m.conv_layers else "") + f", {m.pooling} pooling; {o.epochs} epochs x batch "
             f"{o.batch_size}, lr {o.lr:g}"
             + (f", EMA {o.ema_decay:g}" if o.ema_decay else "") + (", dev-chosen threshold" if o.tune_threshold else "")
             + (f"; {cfg.pretrain.epochs} epochs of masked-nucleotide pre-training" if cfg.pretrain.epochs else "")
             + (f"; encoder from {cfg.init_from}" if cfg.init_from else "")
-            + f"; seed {cfg.seed}; threads {cfg.threads or os.cpu_count()}")
+            + (f"; ensemble of {cfg.ensemble} (member seeds {cfg.seed * cfg.ensemble}-"
+               f"{cfg.seed * cfg.ensemble + cfg.ensemble - 1})" if cfg.ensemble > 1 else f"; seed {cfg.seed}")
+            + f"; threads {cfg.threads or os.cpu_count()}")
