@@ -190,3 +190,14 @@ def test_mismatched_checkpoint_is_one_line_naming_the_first_bad_tensor(tmp_path)
                     state_dict=state, metadata={})
     with pytest.raises(MsaformerError, match=f"missing {first}"):
         load_promoter_model(path)
+
+
+def test_bf16_probabilities_follow_fp32_and_unknown_precision_is_refused():
+    model = _model(conv_stem=5, conv_layers=2, pooling="mean")
+    tokens = [encode(s) for s in _random_seqs(40, 20, 37, seed=3)]
+    fp32 = promoter_probabilities(model, tokens, batch_size=16)
+    bf16 = promoter_probabilities(model, tokens, batch_size=16, precision="bf16")
+    assert bf16.dtype == np.float64 and np.abs(bf16 - fp32).max() < 1e-2
+    assert not model.training
+    with pytest.raises(MsaformerError, match="precision must be one of"):
+        promoter_probabilities(model, tokens, precision="fp16")

@@ -4,7 +4,8 @@
     python tools/bench_promoter.py compare --config configs/promoter/tiny.yaml \
         --variant learned model.positional=learned --variant rotary model.positional=rotary
     python tools/bench_promoter.py kmer --data ../shared/datasets/promoter/gue_prom_core_all --k 6
-    python tools/bench_promoter.py throughput --checkpoint runs/x/model.pt --n 20000 --threads 2
+    python tools/bench_promoter.py throughput --checkpoint runs/x/model.pt --n 20000 --threads 2 \
+        --precision fp32 bf16
     python tools/bench_promoter.py table runs/promoter/gue_prom_core/seed-{0,1,2}
     python tools/bench_promoter.py ensemble runs/promoter/gue_prom_core/seed-{0,1,2} --size 3 \
         --data ../shared/datasets/promoter/gue_prom_core_all
@@ -179,6 +180,8 @@ def cmd_kmer(args) -> None:
 
 
 def cmd_throughput(args) -> None:
+    """End-to-end ``predict_file`` timings; with several ``--precision`` values they alternate repeat by repeat,
+    so their ratio is measured side by side under the same machine load."""
     import torch
 
     from msaformer.infer.promoter import predict_file
@@ -189,29 +192,36 @@ def cmd_throughput(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoint = args.checkpoint
-        if checkpoint is None:
+        if checkpoint is None:  # untrained members of --config (as fast as trained ones)
             from msaformer.train.promoter import load_train_config
 
             cfg = load_train_config(args.config, ["data.train=x", "data.dev=x"])
-            checkpoint = [tmp / "model.pt"]
-            save_promoter_model(PromoterClassifier(cfg.model).eval(), checkpoint[0])
+            checkpoint = [tmp / f"model-{i}.pt" for i in range(cfg.ensemble)]
+            for i, path in enumerate(checkpoint):
+                torch.manual_seed(i)
+                save_promoter_model(PromoterClassifier(cfg.model).eval(), path)
         fasta = tmp / "in.fa"
         letters = np.array(list("ACGT"))
         with open(fasta, "w") as fh:
             for i in range(args.n):
                 fh.write(f">s{i}\n{''.join(letters[rng.integers(0, 4, args.length)])}\n")
-        predict_file(fasta, checkpoint, tmp / "warm.csv", batch_size=args.batch_size)  # warm-up pass
-        times, cpu = [], []
+        times = {p: [] for p in args.precision}
+        cpu = {p: [] for p in args.precision}
+        for precision in args.precision:  # warm-up passes
+            predict_file(fasta, checkpoint, tmp / "warm.csv", batch_size=args.batch_size, precision=precision)
         for _ in range(args.repeats):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            predict_file(fasta, checkpoint, tmp / "out.csv", batch_size=args.batch_size)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        best = min(times)
-        # On a shared machine wall time depends on the neighbours; CPU time (all threads) does much less.
-        print(f"predict ({len(checkpoint)} model(s)): {args.n} x {args.length} nt, batch {args.batch_size}, {args.threads} thread(s): "
-              f"best {args.n / best:,.0f} seq/s, median {args.n / statistics.median(times):,.0f} seq/s wall; "
-              f"{args.n / min(cpu):,.0f} seq per CPU-second ({args.repeats} repeats)")
+            for precision in args.precision:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                predict_file(fasta, checkpoint, tmp / "out.csv", batch_size=args.batch_size, precision=precision)
+                times[precision].append(time.perf_counter() - start)
+                cpu[precision].append(time.process_time() - start_cpu)
+        for precision in args.precision:
+            best = min(times[precision])
+            # On a shared machine wall time depends on the neighbours; CPU time (all threads) does much less.
+            print(f"predict ({len(checkpoint)} file(s), {precision}): {args.n} x {args.length} nt, batch "
+                  f"{args.batch_size}, {args.threads} thread(s): best {args.n / best:,.0f} seq/s, median "
+                  f"{args.n / statistics.median(times[precision]):,.0f} seq/s wall; "
+                  f"{args.n / min(cpu[precision]):,.0f} seq per CPU-second ({args.repeats} repeats)", flush=True)
 
 
 def main() -> None:
@@ -250,6 +260,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.set_defaults(fn=cmd_throughput)
     args = parser.parse_args()
     args.fn(args)

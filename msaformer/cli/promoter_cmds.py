@@ -19,6 +19,15 @@ class Aggregate(str, enum.Enum):
     mean = "mean"
 
 
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+_PRECISION_HELP = ("fp32, or bf16: bfloat16 autocast, 1.4-1.7x faster on CPUs with AMX / AVX512-BF16, "
+                   "probabilities move by ~5e-4 on average (rarely > 1e-2).")
+
+
 def train_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Training YAML, e.g. configs/promoter/gue_prom_core.yaml."),
     overrides: Optional[List[str]] = typer.Option(
@@ -63,6 +72,7 @@ def predict_cmd(
                                               "an ensemble: the mean of its members')."),
     batch_size: int = typer.Option(256, "--batch-size", help="Sequences per forward pass."),
     windows_out: Optional[Path] = typer.Option(None, "--windows-out", help="Also write per-window scores here."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help=_PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Score every sequence of INPUT: streamed, batched by length; several -c average their probabilities."""
@@ -70,7 +80,8 @@ def predict_cmd(
 
     with progress_bar(not quiet) as progress:
         n = predict_file(input_path, checkpoint, out, stride=stride, aggregate=aggregate.value, threshold=threshold,
-                         batch_size=batch_size, windows_out=windows_out, progress=progress)
+                         batch_size=batch_size, windows_out=windows_out, progress=progress,
+                         precision=precision.value)
     console.print(f"wrote {n} predictions to {out}", highlight=False)
 
 
@@ -103,11 +114,13 @@ def evaluate_cmd(
     labels: Optional[Path] = typer.Option(None, "--labels", help="FASTA only: a side file of id,label rows."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold (default: the checkpoint's; "
                                               "an ensemble: the mean of its members')."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help=_PRECISION_HELP),
 ) -> None:
     """Score a labelled file: MCC, F1, accuracy, AUROC, confusion matrix and ROC curve."""
     from msaformer.infer.promoter import evaluate_file
 
-    m = evaluate_file(input_path, checkpoint, out_dir, labels=labels, threshold=threshold)
+    m = evaluate_file(input_path, checkpoint, out_dir, labels=labels, threshold=threshold,
+                      precision=precision.value)
     console.print(f"MCC {m['mcc']:.4f}  F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  AUROC {m['auroc']:.4f}  "
                   f"(n={m['n']}); plots in {out_dir}", highlight=False)
 

@@ -52,11 +52,13 @@ def predict_records(
     chunk_size: int = 16384,
     source: str = "",
     on_progress=None,
+    precision: str = "fp32",
 ) -> Iterator[tuple[dict, list[tuple[int, float]]]]:
     """Yields ``(row, windows)`` per record, in input order, streaming over chunks of ``chunk_size`` records.
 
     ``row`` = ``{"id", "length", "n_windows", "probability", "label"}``; ``windows`` = ``[(start, p), ...]``
-    (0-based starts). ``stride`` defaults to half the window.
+    (0-based starts). ``stride`` defaults to half the window; ``precision`` as in
+    :func:`~msaformer.model.promoter.promoter_probabilities` ("fp32" or "bf16").
     """
     if aggregate not in AGGREGATES:
         raise MsaformerError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -72,7 +74,7 @@ def predict_records(
                 tokens.append(ids[s : s + window])
                 owners.append(k)
                 starts.append(s)
-        probs = promoter_probabilities(model, tokens, batch_size=batch_size)
+        probs = promoter_probabilities(model, tokens, batch_size=batch_size, precision=precision)
         bounds = np.searchsorted(np.asarray(owners), np.arange(len(chunk) + 1))
         for k, (name, _) in enumerate(chunk):
             p = probs[bounds[k] : bounds[k + 1]]
@@ -103,12 +105,14 @@ def predict_file(
     batch_size: int = 256,
     windows_out: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    precision: str = "fp32",
 ) -> int:
     """Writes ``id,length,n_windows,probability,label`` per input record to ``out``; returns the count.
 
     ``threshold`` defaults to the one stored in the checkpoint (0.5; with several checkpoints, an ensemble
     averaged in probability, the mean of theirs). ``windows_out`` also writes one row per window
-    (``id,window,start,end,probability``, 1-based inclusive coordinates).
+    (``id,window,start,end,probability``, 1-based inclusive coordinates). ``precision="bf16"``: bfloat16
+    autocast (faster on CPUs with AMX / AVX512-BF16; probabilities move by ~5e-4 on average).
     """
     from msaformer.data.promoter import iter_promoter_records
     from msaformer.model.promoter import load_promoter_models
@@ -130,7 +134,8 @@ def predict_file(
                 wwriter.writerow(["id", "window", "start", "end", "probability"])
             records = iter_promoter_records(input_path)
             for row, wins in predict_records(model, records, stride=stride, aggregate=aggregate, threshold=threshold,
-                                             batch_size=batch_size, source=str(input_path), on_progress=counter.advance):
+                                             batch_size=batch_size, source=str(input_path), on_progress=counter.advance,
+                                             precision=precision):
                 writer.writerow([row["id"], row["length"], row["n_windows"], f"{row['probability']:.6f}", row["label"]])
                 if wwriter:
                     for w, (s, p) in enumerate(wins):
@@ -148,6 +153,7 @@ def evaluate_file(
     *,
     labels: str | Path | None = None,
     threshold: float | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Scores a labelled file; writes ``metrics.csv``, ``confusion_matrix.png`` and ``roc.png`` into ``out_dir``
     (replaced as a whole); returns the metrics (MCC, F1, accuracy, AUROC, n). ``checkpoint`` may be a list of
@@ -160,7 +166,7 @@ def evaluate_file(
     model, meta = load_promoter_models(checkpoint)
     thr = float(meta.get("threshold", 0.5)) if threshold is None else threshold
     rows = [row for row, _ in predict_records(model, zip(data.ids, data.sequences), threshold=thr,
-                                              source=str(input_path))]
+                                              source=str(input_path), precision=precision)]
     probs = [r["probability"] for r in rows]
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir) as folder:
