@@ -152,7 +152,7 @@ def test_pretrain_then_reuse_the_encoder(tmp_path):
 
 
 @needs_shared
-@pytest.mark.parametrize("name", ["gue_prom_core", "gue_prom_core_tata"])  # notata = gue_prom_core, other files
+@pytest.mark.parametrize("name", ["gue_prom_core", "gue_prom_core_notata", "gue_prom_core_tata"])
 def test_recipes_run_on_300_nt_inputs_with_only_max_length_changed(tmp_path, name):
     """The GUE recipes train on 300-nt sequences (GUE prom_300_*) with model.max_length=300 as the one change
     (here on 64 synthetic 300-nt records made of prom_core_tata sequences, one epoch, to stay small)."""

@@ -201,3 +201,21 @@ def test_bf16_probabilities_follow_fp32_and_unknown_precision_is_refused():
     assert not model.training
     with pytest.raises(MsaformerError, match="precision must be one of"):
         promoter_probabilities(model, tokens, precision="fp16")
+
+
+def test_conv_over_tokens_matches_conv1d_of_the_transposed_tensor_forward_and_backward():
+    """The channels-last 2-D convolution the model runs computes what ``nn.Conv1d`` computes, gradients too."""
+    from msaformer.model.promoter import conv_over_tokens
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 5, 9, padding=4)
+    x = torch.randn(3, 17, 6, requires_grad=True)
+    ours = conv_over_tokens(conv, x)
+    ref = conv(x.transpose(1, 2)).transpose(1, 2)
+    assert ours.shape == (3, 17, 5)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(ref)
+    ours_grads = torch.autograd.grad(ours, [x, conv.weight, conv.bias], grad)
+    ref_grads = torch.autograd.grad(ref, [x, conv.weight, conv.bias], grad)
+    for a, b in zip(ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

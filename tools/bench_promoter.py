@@ -6,6 +6,7 @@
     python tools/bench_promoter.py kmer --data ../shared/datasets/promoter/gue_prom_core_all --k 6
     python tools/bench_promoter.py throughput --checkpoint runs/x/model.pt --n 20000 --threads 2 \
         --precision fp32 bf16
+    python tools/bench_promoter.py conv-layout --threads 2 --repeats 5
     python tools/bench_promoter.py table runs/promoter/gue_prom_core/seed-{0,1,2}
     python tools/bench_promoter.py ensemble runs/promoter/gue_prom_core/seed-{0,1,2} --size 3 \
         --data ../shared/datasets/promoter/gue_prom_core_all
@@ -14,6 +15,8 @@
 ``compare`` trains one run per named variant (a list of dotted overrides) and prints dev/test MCC;
 ``kmer`` fits k-mer counts + logistic regression (scikit-learn) on train, picks C on dev, scores test;
 ``throughput`` times ``predict_file`` on synthetic 70-nt sequences (FASTA in, CSV out, end to end);
+``conv-layout`` times one convolution block's convolution (forward, and forward + backward) as ``nn.Conv1d`` of
+the transposed tensor against ``conv_over_tokens`` (the model's channels-last 2-D convolution), alternating;
 ``table`` re-prints the seed table of finished runs; ``ensemble`` scores groups of finished runs averaged in
 probability on dev and test.
 """
@@ -224,6 +227,71 @@ def cmd_throughput(args) -> None:
                   f"{args.n / min(cpu[precision]):,.0f} seq per CPU-second ({args.repeats} repeats)", flush=True)
 
 
+def cmd_conv_layout(args) -> None:
+    """Side-by-side timings of the two ways to convolve ``[B, T, D]`` along T (same numbers, different layout)."""
+    import torch
+
+    from msaformer.model.promoter import conv_over_tokens
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(args.dim, args.dim, args.kernel, padding=args.kernel // 2)
+    ways = {"Conv1d(x.transpose(1, 2))": lambda x: conv(x.transpose(1, 2)).transpose(1, 2),
+            "conv_over_tokens(x)": lambda x: conv_over_tokens(conv, x)}
+    for batch, backward in ((256, False), (32, True)):  # predict's batch; training's batch with gradients
+        x = torch.randn(batch, args.length + 1, args.dim, requires_grad=backward)
+        times = {name: [] for name in ways}
+        calls = 20 if backward else 10
+        for _ in range(args.repeats + 1):  # the first round warms up
+            for name, fn in ways.items():
+                start = time.perf_counter()
+                with torch.set_grad_enabled(backward):
+                    for _ in range(calls):
+                        out = fn(x)
+                        if backward:
+                            out.sum().backward()
+                times[name].append((time.perf_counter() - start) / calls)
+        medians = {name: statistics.median(t[1:]) * 1e3 for name, t in times.items()}
+        base = medians["Conv1d(x.transpose(1, 2))"]
+        for name, ms in medians.items():
+            print(f"batch {batch} x {args.length + 1} x {args.dim}, kernel {args.kernel}, "
+                  f"{'forward + backward' if backward else 'forward'}, {args.threads} thread(s): {name} "
+                  f"{ms:.2f} ms median ({base / ms:.2f}x)", flush=True)
+    # The whole forward of --config's model (its ensemble, untrained) with each way, alternating.
+    import msaformer.model.promoter as promoter_model
+    from msaformer.data.promoter import CLS_IDX, NUCLEOTIDE_IDS
+    from msaformer.train.promoter import load_train_config
+
+    cfg = load_train_config(args.config, ["data.train=x", "data.dev=x"])
+    members = []
+    for i in range(cfg.ensemble):
+        torch.manual_seed(i)
+        members.append(promoter_model.PromoterClassifier(cfg.model).eval())
+    model = promoter_model.PromoterEnsemble(members) if len(members) > 1 else members[0]
+    acgt = torch.tensor([NUCLEOTIDE_IDS[c] for c in "ACGT"])
+    tokens = acgt[torch.randint(0, 4, (24 * 256, args.length + 1))]
+    tokens[:, 0] = CLS_IDX
+    fast = promoter_model.conv_over_tokens
+    ways = {"Conv1d": lambda conv, x: conv(x.transpose(1, 2)).transpose(1, 2), "conv_over_tokens": fast}
+    try:
+        for precision in ("fp32", "bf16"):
+            rates = {name: [] for name in ways}
+            for _ in range(args.repeats + 1):
+                for name, fn in ways.items():
+                    promoter_model.conv_over_tokens = fn
+                    start = time.perf_counter()
+                    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+                        for batch in tokens.split(256):
+                            model(batch)
+                    rates[name].append(len(tokens) / (time.perf_counter() - start))
+            medians = {name: statistics.median(r[1:]) for name, r in rates.items()}
+            print(f"forward of {Path(args.config).name} ({len(members)} member(s)), {precision}, batch 256: "
+                  + ", ".join(f"{name} {rate:,.0f} seq/s" for name, rate in medians.items())
+                  + f" ({medians['conv_over_tokens'] / medians['Conv1d']:.2f}x)", flush=True)
+    finally:
+        promoter_model.conv_over_tokens = fast
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -251,6 +319,14 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="+", default=[6])
     p.add_argument("--c", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.set_defaults(fn=cmd_kmer)
+    p = sub.add_parser("conv-layout")
+    p.add_argument("--dim", type=int, default=48)
+    p.add_argument("--kernel", type=int, default=9)
+    p.add_argument("--length", type=int, default=70)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--config", default=str(ROOT / "configs/promoter/gue_prom_core_notata.yaml"))
+    p.set_defaults(fn=cmd_conv_layout)
     p = sub.add_parser("throughput")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="trained model.pt, repeatable for an ensemble (default: untrained model of --config)")
