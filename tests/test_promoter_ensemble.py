@@ -177,3 +177,41 @@ def test_recipes_run_on_300_nt_inputs_with_only_max_length_changed(tmp_path, nam
     assert res["dev"]["n"] == 32 and res["test"] is None
     model, _ = load_promoter_models(tmp_path / "run" / "model.pt")
     assert model.config.max_length == 300
+
+
+def test_distillation_targets_mix_the_teacher_probabilities_and_the_labels(tmp_path):
+    """distill_from: the train targets become w x the teacher's probabilities + (1 - w) x the labels."""
+    from msaformer.train.promoter import distillation_targets, load_train_config
+
+    teacher = _model(3)
+    save_promoter_model(teacher, tmp_path / "teacher.pt")
+    tokens = [encode(s) for s in _seqs(40, seed=4)]
+    labels = torch.from_numpy(np.random.default_rng(5).integers(0, 2, 40).astype(np.float32))
+    base = ["data.train=x.csv", "data.dev=y.csv", "model.max_length=30", f"distill_from={tmp_path / 'teacher.pt'}"]
+    cfg = load_train_config(None, [*base, "distill_weight=0.25"])
+    targets = distillation_targets(cfg, tokens, labels, "cpu")
+    probs = promoter_probabilities(teacher, tokens)
+    assert probs.std() > 0.02  # a teacher with opinions, so the mix is visible
+    np.testing.assert_allclose(targets.numpy(), 0.25 * probs + 0.75 * labels.numpy(), atol=1e-6)
+    only_teacher = distillation_targets(load_train_config(None, base), tokens, labels, "cpu")
+    np.testing.assert_allclose(only_teacher.numpy(), probs, atol=1e-6)
+    with pytest.raises(ConfigError, match="window"):
+        distillation_targets(load_train_config(None, [*base, "model.max_length=70"]), tokens, labels, "cpu")
+    with pytest.raises(ConfigError, match="distill_weight"):
+        load_train_config(None, [*base, "distill_weight=1.5"])
+
+
+@needs_shared
+def test_a_student_trains_from_a_teacher_run(tmp_path):
+    """A tiny run trains a teacher; a second run learns from its probabilities and records where they came from."""
+    from msaformer.train.promoter import load_train_config, train_promoter
+
+    tata = PROMOTER / "gue_prom_core_tata"
+    base = [f"data.train={tata / 'train.csv'}", f"data.dev={tata / 'dev.csv'}", "data.max_train_records=200",
+            "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10", "model.num_layers=1",
+            "model.conv_stem=5", "optim.epochs=1", "optim.batch_size=50", "optim.warmup_steps=1", "threads=1"]
+    train_promoter(load_train_config(None, [*base, f"out_dir={tmp_path / 'teacher'}"]))
+    student = train_promoter(load_train_config(None, [*base, f"distill_from={tmp_path / 'teacher' / 'model.pt'}",
+                                                      f"out_dir={tmp_path / 'student'}"]))
+    assert student["dev"]["n"] == 613 and (tmp_path / "student" / "model.pt").is_file()
+    assert "distill_from:" in (tmp_path / "student" / "config.yaml").read_text()

@@ -94,6 +94,9 @@ class PromoterTrainConfig:
     optim: PromoterOptimConfig = field(default_factory=PromoterOptimConfig)
     pretrain: PromoterPretrainConfig = field(default_factory=PromoterPretrainConfig)
     init_from: str = ""  # encoder.pt / model.pt whose weights (all but the head) start the fine-tuning
+    distill_from: str = ""  # a trained model file (one model, or an ensemble run's model.pt): its probabilities
+    #                         on the train sequences become the training targets (knowledge distillation)
+    distill_weight: float = 1.0  # target = w * teacher probability + (1 - w) * label; 1 = the teacher alone
     ensemble: int = 1  # > 1: train this many members (seeds seed * ensemble + i, each a run in member-i/) and
     #                    keep them as one model averaged in probability
     seed: int = 0
@@ -114,8 +117,11 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     check(1 <= cfg.ensemble <= MAX_ENSEMBLE, f"ensemble must be in 1..{MAX_ENSEMBLE}, got {cfg.ensemble}")
     if cfg.init_from and cfg.pretrain.epochs:
         raise ConfigError("init_from and pretrain.epochs exclude each other: pre-train here or reuse an encoder")
+    check(0.0 <= cfg.distill_weight <= 1.0, f"distill_weight must be in [0, 1], got {cfg.distill_weight}")
     init_from = resolve_relative(cfg.init_from, path) if cfg.init_from else ""
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **files), init_from=init_from)
+    distill_from = resolve_relative(cfg.distill_from, path) if cfg.distill_from else ""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **files), init_from=init_from,
+                               distill_from=distill_from)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -171,6 +177,8 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     dev, dev_tokens = _load_split(cfg.data.dev, max_length, "dev")
     test, test_tokens = _load_split(cfg.data.test, max_length, "test") if cfg.data.test else (None, None)
     train_labels = torch.from_numpy(train.labels.astype(np.float32))
+    if cfg.distill_from:
+        train_labels = distillation_targets(cfg, train_tokens, train_labels, dist.device)
     lengths = train.lengths()
 
     opt = cfg.optim
@@ -216,6 +224,23 @@ def train_promoter(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> 
     if folder is not None:
         folder.commit()
     return results
+
+
+def distillation_targets(cfg: PromoterTrainConfig, train_tokens, labels, device):
+    """Returns the soft targets ``[n]`` of knowledge distillation: ``distill_weight`` x the teacher's
+    probabilities on the train sequences + the rest x the labels. Only the train split is scored; dev stays the
+    selection set and test is never seen."""
+    import torch
+
+    from msaformer.model.promoter import load_promoter_model, promoter_probabilities
+
+    teacher, _ = load_promoter_model(cfg.distill_from)
+    if teacher.config.max_length != cfg.model.max_length:
+        raise ConfigError(f"distill_from {cfg.distill_from}: the teacher's window ({teacher.config.max_length} nt) "
+                          f"differs from this run's model.max_length ({cfg.model.max_length})")
+    probs = torch.from_numpy(promoter_probabilities(teacher.to(device), train_tokens, batch_size=512,
+                                                    device=device).astype(np.float32))
+    return cfg.distill_weight * probs + (1.0 - cfg.distill_weight) * labels
 
 
 def member_config(cfg: PromoterTrainConfig, index: int) -> PromoterTrainConfig:
@@ -609,6 +634,7 @@ def config_summary(cfg: PromoterTrainConfig) -> str:
             + (f", EMA {o.ema_decay:g}" if o.ema_decay else "") + (", dev-chosen threshold" if o.tune_threshold else "")
             + (f"; {cfg.pretrain.epochs} epochs of masked-nucleotide pre-training" if cfg.pretrain.epochs else "")
             + (f"; encoder from {cfg.init_from}" if cfg.init_from else "")
+            + (f"; distilled from {cfg.distill_from} (weight {cfg.distill_weight:g})" if cfg.distill_from else "")
             + (f"; ensemble of {cfg.ensemble} (member seeds {cfg.seed * cfg.ensemble}-"
                f"{cfg.seed * cfg.ensemble + cfg.ensemble - 1})" if cfg.ensemble > 1 else f"; seed {cfg.seed}")
             + f"; threads {cfg.threads or os.cpu_count()}")
