@@ -251,13 +251,15 @@ def member_config(cfg: PromoterTrainConfig, index: int) -> PromoterTrainConfig:
 
 
 def _finished(cfg: PromoterTrainConfig) -> bool:
-    """True when ``cfg.out_dir`` holds a finished run of exactly this config (its model.pt and results.csv)."""
+    """True when ``cfg.out_dir`` holds a finished run of exactly this config (its model.pt and results.csv).
+
+    The stored config.yaml is read back as a config, so a key added since (at its default) still matches."""
     folder = Path(cfg.out_dir)
     try:
-        same = (folder / "config.yaml").read_text() == _to_yaml(cfg)
-    except (OSError, UnicodeDecodeError):
+        stored = from_dict(PromoterTrainConfig, load_yaml(folder / "config.yaml"))
+    except (OSError, UnicodeDecodeError, ConfigError):
         return False
-    return same and (folder / "model.pt").is_file() and (folder / "results.csv").is_file()
+    return stored == cfg and (folder / "model.pt").is_file() and (folder / "results.csv").is_file()
 
 
 def train_ensemble(cfg: PromoterTrainConfig, *, run_name: str | None = None) -> dict[str, Any]:
