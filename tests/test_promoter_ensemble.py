@@ -39,6 +39,14 @@ def _seqs(n, seed=0):
     return ["".join(rng.choice(list("ACGT"), size=rng.integers(12, 30))) for _ in range(n)]
 
 
+def _tiny_tata_run() -> list[str]:
+    """Overrides of a seconds-long training run: 200 prom_core_tata records, a 12-wide model, one epoch."""
+    tata = PROMOTER / "gue_prom_core_tata"
+    return [f"data.train={tata / 'train.csv'}", f"data.dev={tata / 'dev.csv'}", "data.max_train_records=200",
+            "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10", "model.num_layers=1",
+            "model.conv_stem=5", "optim.epochs=1", "optim.batch_size=50", "optim.warmup_steps=1", "threads=1"]
+
+
 def test_ensemble_probability_is_the_mean_of_its_members(tmp_path):
     seqs = _seqs(40)
     tokens = [encode(s) for s in seqs]
@@ -125,10 +133,7 @@ def test_pretrain_then_reuse_the_encoder(tmp_path):
     from msaformer.model.promoter import load_encoder_weights, load_promoter_model
     from msaformer.train.promoter import load_train_config, train_promoter
 
-    tata = PROMOTER / "gue_prom_core_tata"
-    base = [f"data.train={tata / 'train.csv'}", f"data.dev={tata / 'dev.csv'}", "data.max_train_records=200",
-            "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10", "model.num_layers=1",
-            "model.conv_stem=5", "optim.epochs=1", "optim.batch_size=50", "optim.warmup_steps=1", "threads=1"]
+    base = _tiny_tata_run()
     first = train_promoter(load_train_config(None, [*base, "pretrain.epochs=2", "pretrain.batch_size=25",
                                                     "pretrain.warmup_steps=2", f"out_dir={tmp_path / 'a'}"]))
     encoder, meta = load_promoter_model(tmp_path / "a" / "encoder.pt")
@@ -206,10 +211,7 @@ def test_a_student_trains_from_a_teacher_run(tmp_path):
     """A tiny run trains a teacher; a second run learns from its probabilities and records where they came from."""
     from msaformer.train.promoter import load_train_config, train_promoter
 
-    tata = PROMOTER / "gue_prom_core_tata"
-    base = [f"data.train={tata / 'train.csv'}", f"data.dev={tata / 'dev.csv'}", "data.max_train_records=200",
-            "model.embed_dim=12", "model.num_heads=2", "model.ffn_dim=10", "model.num_layers=1",
-            "model.conv_stem=5", "optim.epochs=1", "optim.batch_size=50", "optim.warmup_steps=1", "threads=1"]
+    base = _tiny_tata_run()
     train_promoter(load_train_config(None, [*base, f"out_dir={tmp_path / 'teacher'}"]))
     student = train_promoter(load_train_config(None, [*base, f"distill_from={tmp_path / 'teacher' / 'model.pt'}",
                                                       f"out_dir={tmp_path / 'student'}"]))
