@@ -4,7 +4,8 @@
 # the rest). Results: $OUT/results.md (every step's markdown table), logs.txt and gpu.txt.
 #
 # Before the device call, once per checkout:  bash ../shared/tools/device-wheels.sh   (wheels into .whl/)
-# Device call:  carry [".whl"], command "bash tools/gpu_checks.sh", timeout_s 600.
+# Device call:  carry [".whl", ".gpu_data/promoter/gue_prom_core_tata"], command "bash tools/gpu_checks.sh", timeout_s 600
+# (the second path only for step 7, through a link: see there).
 #
 # Smoke test of the script itself on a CPU (small shapes, tiny model, the local venv):
 #   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python SKIP_WHEELS=1 TRAIN_CASES=train-1x8x32 \
@@ -29,11 +30,13 @@ LOG="$OUT/logs.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"
   "$PY" -c "import torch; print('torch', torch.__version__)"; date -u; } > "$OUT/gpu.txt"
 
+STEPS=()  # the names of the steps run, in order, for results.md
 step() {  # step NAME SECONDS COMMAND...: its stdout (a markdown table) goes to NAME.md, its stderr to logs.txt
     local name=$1 limit=$2
     shift 2
     echo "== $name: $*" >> "$LOG"
     local t0=$SECONDS
+    STEPS+=("$name")
     timeout "$limit" "$@" > "$OUT/$name.md" 2>> "$LOG"
     echo "== $name: rc=$? in $((SECONDS - t0)) s" | tee -a "$LOG"
 }
@@ -61,13 +64,14 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 2 ] || NGPU=2
 step infer_multi 70 "$PY" tools/bench_infer_scaling.py --device "$DEVICE" --preset "$PRESET" --layers 0 \
     --procs "1,$NGPU" --threads "${MULTI_THREADS:-4}" --msas "${MULTI_MSAS:-256}" --rows 64 --length 256 --repeats 1
 # 7. Promoter training on the GPU (issue 13: "in minutes on a GPU"): one seed of the prom_core_tata recipe (an
-#    ensemble of 3); train_seconds per member and the test MCC are in promoter_gpu.md. Needs the GUE data: the
-#    device gets no ../shared, so copy it into the git-ignored .gpu_data/ and carry it:
-#    mkdir -p .gpu_data && cp -r ../shared/datasets/promoter .gpu_data/ && echo .gpu_data >> .git/info/exclude
-#    then carry [".whl", ".gpu_data"].
+#    ensemble of 3); train_seconds per member and the test MCC go into results.md. Needs the GUE data: the
+#    device gets no ../shared, but a carried path through a git-ignored link travels (nothing is copied here):
+#    ln -s ../shared/datasets .gpu_data && echo /.gpu_data >> .git/info/exclude
+#    then carry [".whl", ".gpu_data/promoter/gue_prom_core_tata"].
 PDATA=${PROMOTER_DATA:-.gpu_data/promoter}; [ -d "$PDATA" ] || PDATA=../shared/datasets/promoter
 if [ "${SKIP_PROMOTER:-0}" != 1 ] && [ -f "$PDATA/gue_prom_core_tata/train.csv" ]; then
     T="$PDATA/gue_prom_core_tata"
+    rm -rf /tmp/msaformer_promoter_gpu  # a fresh run: members kept from an earlier one would not be timed
     step promoter_gpu 30 "$PY" -m msaformer promoter train -c configs/promoter/gue_prom_core_tata.yaml --seed 0 \
         --set "data.train=$T/train.csv" --set "data.dev=$T/dev.csv" --set "data.test=$T/test.csv" --set threads=4 \
         --out /tmp/msaformer_promoter_gpu
@@ -77,7 +81,7 @@ else
 fi
 # The memory estimates for the same cases need no GPU: python tools/estimate_memory.py (BENCHMARKS.md).
 # The device returns at most 8 files: every step's table goes into one results.md, in step order.
-for f in trunk_train trunk_ckpt trunk_infer trunk_compile train_loop contacts_potts infer_multi promoter_gpu; do
+for f in "${STEPS[@]}"; do
     [ -f "$OUT/$f.md" ] && { echo "## $f"; echo; cat "$OUT/$f.md"; echo; rm -f "$OUT/$f.md"; }
 done > "$OUT/results.md.tmp" && mv "$OUT/results.md.tmp" "$OUT/results.md"
 ls -la "$OUT"
