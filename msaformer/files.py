@@ -3,9 +3,10 @@
 Every file msaformer writes goes through :func:`atomic_path` (or its helpers): the content is written to a
 temporary name in the destination's own directory, flushed to disk (``fsync``), and renamed over the target
 only when the writer finished without an exception. A failed or interrupted run (an error, Ctrl-C, ``kill -9``)
-therefore leaves the previous output byte-identical and at most a hidden ``.NAME.tmp-PID`` file, which the next
-run of the same writer replaces. Folders of per-record files (plots, ranked CSVs) are built the same way by
-:func:`atomic_dir` and swapped in at the end.
+therefore leaves the previous output byte-identical and, after ``kill -9`` only, a hidden ``.NAME.tmp-PID``.
+Folders of per-record files (plots, ranked CSVs, ensemble members) are built the same way by :func:`atomic_dir`
+and swapped in at the end; building one first removes the ``.NAME.tmp-PID`` folders of the same name whose
+process no longer runs on this machine (what a killed run left).
 
 CSV files are written with ``\\n`` line ends on every platform (:data:`CSV_LINE_END`).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import os
 import shutil
@@ -42,6 +44,25 @@ def temporary_name(path: str | os.PathLike) -> Path:
     """Returns the hidden temporary name used while ``path`` is being written by this process."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _remove_stale_folders(final: Path) -> None:
+    """Removes ``.NAME.tmp-PID`` folders beside ``final`` left by processes that no longer run."""
+    prefix = f".{final.name}.tmp-"
+    for tmp in final.parent.glob(f"{glob.escape(prefix)}*") if final.parent.is_dir() else ():
+        pid = tmp.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and tmp.is_dir() and _process_is_gone(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -151,6 +172,7 @@ class AtomicDir:
         if self.final.exists() and not self.final.is_dir():
             raise MsaformerError(f"{self.final} exists and is not a folder")
         self.tmp = temporary_name(self.final)
+        _remove_stale_folders(self.final)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)

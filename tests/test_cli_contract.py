@@ -225,3 +225,30 @@ def test_csv_outputs_use_newline_line_ends(tmp_path):
         text = path.read_text()
         for match in re.finditer(r"csv\.(writer|DictWriter)\(([^)]*)\)", text):
             assert "lineterminator" in match.group(2) or path.name == "files.py", f"{path.name}: {match.group(0)}"
+
+
+def test_a_folder_build_removes_what_a_killed_build_of_it_left(tmp_path):
+    """kill -9 during a folder build leaves `.NAME.tmp-PID`; the next build of NAME removes it, but never the
+    temporary folder of a build that is still running."""
+    import signal
+
+    from msaformer.files import AtomicDir
+
+    final = tmp_path / "run"
+    build = ("import sys, time; from msaformer.files import AtomicDir; d = AtomicDir(sys.argv[1]); "
+             "open(d.path('part'), 'w').write('x'); print(d.tmp, flush=True); time.sleep(120)")
+    procs = [subprocess.Popen([sys.executable, "-c", build, str(final)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        killed, running = (Path(p.stdout.readline().strip()) for p in procs)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        assert killed.is_dir() and running.is_dir()
+        folder = AtomicDir(final)
+        folder.path("part").write_text("y")
+        folder.commit()
+        assert not killed.exists() and running.is_dir() and (final / "part").read_text() == "y"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
